@@ -1,0 +1,34 @@
+"""Shared fixtures: where the real radar data live, and small synthetic fields."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """The real radar archive: ``$XNOWCAST_TEST_DATA`` or ``../shared/data`` beside the repo."""
+    configured = os.environ.get("XNOWCAST_TEST_DATA", "../shared/data")
+    path = Path(configured)
+    if not path.is_absolute():
+        path = (REPO_ROOT / path).resolve()
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of the shared real radar data; a failure under CI, a skip elsewhere."""
+    path = shared_data_dir()
+    if not (path / "radar").is_dir():
+        message = (
+            f"real radar data not found at {path}: set XNOWCAST_TEST_DATA to the folder "
+            "holding radar/ (the pysteps-data sample)"
+        )
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
