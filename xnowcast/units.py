@@ -23,25 +23,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import cf_xarray.units  # noqa: F401  (builds the CF-aware registry)
+import cf_xarray.units
 import numpy as np
 import pint
-import pint_xarray  # noqa: F401  (registers the .pint accessor)
+import pint_xarray
 
 from xnowcast.errors import UnitsError
 
 __all__ = [
-    "ureg",
     "MARSHALL_PALMER",
     "ZRRelation",
-    "parse_units",
-    "unit_kind",
-    "convert_values",
-    "rain_rate_to_dbz",
-    "dbz_to_rain_rate",
-    "units_of",
     "convert_dataarray",
+    "convert_values",
+    "dbz_to_rain_rate",
+    "parse_units",
+    "rain_rate_to_dbz",
     "to_data_units",
+    "unit_kind",
+    "units_of",
+    "ureg",
 ]
 
 ureg: pint.UnitRegistry = cf_xarray.units.units
@@ -232,9 +232,10 @@ def convert_values(
         return values * (factor / parse_units(to_units).magnitude)
     if {kf, kt} == {"dbz", "linear_z"}:
         if kf == "dbz":
-            return ureg.Quantity(values, "dBZ").to("Zmm").magnitude / parse_units(
-                to_units
-            ).to("Zmm").magnitude
+            return (
+                ureg.Quantity(values, "dBZ").to("Zmm").magnitude
+                / parse_units(to_units).to("Zmm").magnitude
+            )
         linear = values * parse_units(from_units).to("Zmm").magnitude
         with np.errstate(divide="ignore"):
             return 10.0 * np.log10(linear)
@@ -321,6 +322,10 @@ def to_data_units(
         return float(convert_values(magnitude, unit_text, data_units, time_step=time_step, zr=zr))
     if isinstance(value, pint.Quantity):
         return float(
-            convert_values(value.magnitude, str(value.units), data_units, time_step=time_step, zr=zr)
+            convert_values(
+                value.magnitude, str(value.units), data_units, time_step=time_step, zr=zr
+            )
         )
-    raise UnitsError(f"A threshold must be a number, a string like '1 mm/h' or a pint Quantity, not {value!r}.")
+    raise UnitsError(
+        f"A threshold must be a number, a string like '1 mm/h' or a pint Quantity, not {value!r}."
+    )
