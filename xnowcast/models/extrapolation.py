@@ -1,0 +1,182 @@
+"""Extrapolation nowcast: dense optical flow + semi-Lagrangian advection, in torch.
+
+The motion field is estimated from the last ``input_frames`` rain-rate frames by
+pyramidal dense Lucas-Kanade on a log-transformed field
+(:mod:`xnowcast.models.optical_flow`), then the last frame is advected backward
+along it (:mod:`xnowcast.models.advection`). Everything runs on the device of the
+input tensor (CPU or GPU) with no host round trip.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xnowcast.errors import ModelError
+from xnowcast.models.advection import semi_lagrangian
+from xnowcast.models.optical_flow import dense_lucas_kanade, rain_intensity
+from xnowcast.models.persistence import check_nowcast_inputs
+
+__all__ = ["CONFIGS", "Extrapolation", "build_extrapolation"]
+
+#: Motion-estimation settings passed on to :func:`dense_lucas_kanade`.
+_FLOW_KEYS = (
+    "levels",
+    "finest_level",
+    "iterations",
+    "window_sigma",
+    "presmooth_sigma",
+    "regularization",
+    "confidence_scale",
+    "flow_smooth_sigma",
+    "margin",
+)
+
+#: Named configurations; a dict given to :func:`build_extrapolation` overrides "default".
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {
+        "input_frames": 3,
+        "rain_threshold": 0.1,
+        "levels": 5,
+        "finest_level": 1,
+        "iterations": 3,
+        "window_sigma": 4.0,
+        "presmooth_sigma": 1.0,
+        "regularization": 0.05,
+        "confidence_scale": 0.5,
+        "flow_smooth_sigma": 2.0,
+        "margin": 2,
+        "midpoint": True,
+    },
+}
+
+
+class Extrapolation(nn.Module):
+    """Optical-flow extrapolation nowcast (deterministic, no trainable weights).
+
+    Parameters
+    ----------
+    **config
+        Settings, the keys of ``CONFIGS["default"]``: ``input_frames`` (frames used
+        for the motion field), ``rain_threshold`` (mm/h, smallest rate tracked), the
+        :func:`~xnowcast.models.optical_flow.dense_lucas_kanade` settings, and
+        ``midpoint`` (second-order trajectories).
+
+    Attributes
+    ----------
+    input_frames : int
+        Number of most recent frames used.
+    spatial_multiple : int
+        1: any grid size.
+    accepts_mask : bool
+        True: invalid pixels take no part in the motion fit, and the output is NaN
+        where a trajectory departs from an invalid pixel of the last frame.
+    config : dict
+        The full configuration.
+    """
+
+    spatial_multiple = 1
+    accepts_mask = True
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        unknown = sorted(set(config) - set(CONFIGS["default"]))
+        if unknown:
+            raise ModelError(
+                f"extrapolation: unknown settings {unknown}; valid ones are "
+                f"{sorted(CONFIGS['default'])}"
+            )
+        full = {**CONFIGS["default"], **config}
+        if int(full["input_frames"]) < 2:
+            raise ModelError("extrapolation needs input_frames >= 2 to estimate motion")
+        self.config: dict[str, Any] = full
+        self.input_frames = int(full["input_frames"])
+
+    def motion(self, frames: Tensor, valid: Tensor | None = None) -> Tensor:
+        """Motion field of a sequence of rain-rate frames.
+
+        Parameters
+        ----------
+        frames
+            Rain rate ``(B, T, 1, H, W)`` in mm/h (all ``T`` frames are used).
+        valid
+            Boolean mask shaped like ``frames``, or ``None``.
+
+        Returns
+        -------
+        Tensor
+            ``(B, 2, H, W)``: x and y displacement in pixels per time step.
+        """
+        images = rain_intensity(frames[:, :, 0], self.config["rain_threshold"])
+        mask = None if valid is None else valid[:, :, 0]
+        settings = {key: self.config[key] for key in _FLOW_KEYS}
+        return dense_lucas_kanade(images, mask, **settings)
+
+    def forward(
+        self,
+        frames: Tensor,
+        steps: int,
+        *,
+        valid: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Nowcast ``steps`` frames ahead.
+
+        Parameters
+        ----------
+        frames
+            Rain rate ``(B, T, 1, H, W)`` in mm/h, ``T >= input_frames``, NaN replaced.
+        steps
+            Number of lead times (in units of the input time step).
+        valid
+            Boolean mask of observed pixels shaped like ``frames``, or ``None``.
+        generator
+            Ignored (the model is deterministic).
+
+        Returns
+        -------
+        Tensor
+            ``(B, steps, 1, H, W)`` in mm/h, dtype of ``frames``; NaN where the
+            backward trajectory leaves the domain or departs from an invalid pixel.
+        """
+        frames, valid = check_nowcast_inputs(
+            frames, steps, valid, self.input_frames, "extrapolation"
+        )
+        flow = self.motion(frames, valid)
+        last_valid = None if valid is None else valid[:, -1]
+        return semi_lagrangian(
+            frames[:, -1], flow, steps, valid=last_valid, midpoint=self.config["midpoint"]
+        )
+
+
+def build_extrapolation(config: str | dict[str, Any] = "default") -> Extrapolation:
+    """Build the extrapolation model from a named configuration or a dict of overrides.
+
+    Parameters
+    ----------
+    config
+        A name in :data:`CONFIGS`, or a dict of settings overriding ``"default"``.
+
+    Returns
+    -------
+    Extrapolation
+
+    Raises
+    ------
+    ModelError
+        For an unknown name or setting.
+    """
+    if isinstance(config, str):
+        if config not in CONFIGS:
+            raise ModelError(
+                f"unknown extrapolation config {config!r}; choose one of {sorted(CONFIGS)}"
+            )
+        settings = copy.deepcopy(CONFIGS[config])
+    elif isinstance(config, dict):
+        settings = dict(config)
+    else:
+        raise ModelError(f"extrapolation config must be a name or a dict, got {type(config)}")
+    return Extrapolation(**settings)
