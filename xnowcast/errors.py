@@ -9,15 +9,15 @@ problem and the fix.
 from __future__ import annotations
 
 __all__ = [
-    "XnowcastError",
-    "UnitsError",
     "CoordinateError",
-    "TimeAxisError",
     "DataValueError",
-    "ModelError",
-    "WeightsError",
     "DatasetError",
+    "ModelError",
     "RadarFormatError",
+    "TimeAxisError",
+    "UnitsError",
+    "WeightsError",
+    "XnowcastError",
 ]
 
 

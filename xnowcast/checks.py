@@ -1,0 +1,72 @@
+"""Value checks on input fields, run before any model sees them.
+
+Radar archives are messy: no-data codes left in the data, negative rain rates,
+frames that are entirely missing.  Each check raises a
+:class:`~xnowcast.errors.DataValueError` that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xnowcast.errors import DataValueError
+from xnowcast.units import unit_kind
+
+__all__ = ["FILL_CODES", "check_precipitation_values"]
+
+FILL_CODES = (-9999.0, -999.0, -200.0, -100.0, -32768.0, 65535.0, 255.0)
+
+
+def check_precipitation_values(
+    values: np.ndarray, units: str, *, frame_axis: int | None = 1
+) -> None:
+    """Refuse values that cannot be right.
+
+    Parameters
+    ----------
+    values
+        The input field (any shape), NaN where missing.
+    units
+        Its units; negative values are refused unless they are dBZ.
+    frame_axis
+        The axis of time frames: a frame that is entirely NaN is refused (it is a
+        gap, not missing pixels).  None skips that check.
+
+    Raises
+    ------
+    DataValueError
+        For all-NaN input, an all-NaN frame, leftover no-data codes, or negative rain.
+    """
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise DataValueError(
+            "The input is entirely NaN (no valid radar data): check the selection, or the "
+            "masking of no-data values when the data were read."
+        )
+    if frame_axis is not None and values.ndim > 2:
+        per_frame = finite.any(axis=(-2, -1))
+        if not per_frame.all():
+            missing = int((~per_frame).sum())
+            raise DataValueError(
+                f"{missing} input frame(s) are entirely NaN: a missing radar frame is a gap in "
+                "the time series. Choose an init_time whose input frames all exist, or fill the "
+                "gap (e.g. interpolate in time) first."
+            )
+    data = values[finite]
+    kind = unit_kind(units)
+    for code in FILL_CODES:
+        hits = np.count_nonzero(data == code)
+        # a negative code is never rain; a large positive one is suspicious only when frequent
+        if hits and (code < 0 or (kind != "dbz" and hits > 0.01 * data.size)):
+            raise DataValueError(
+                f"The input holds {hits} values equal to {code:g}, a usual no-data code: mask "
+                f"them first, e.g. da = da.where(da != {code:g}), so they are treated as missing."
+            )
+    if kind != "dbz":
+        minimum = float(data.min())
+        if minimum < 0:
+            count = int(np.count_nonzero(data < 0))
+            raise DataValueError(
+                f"{count} negative rain values (min {minimum:g} {units}): rain cannot be negative. "
+                "Mask no-data values as NaN (da.where(da >= 0)) or clip noise (da.clip(min=0))."
+            )

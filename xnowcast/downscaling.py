@@ -1,0 +1,331 @@
+"""The downscale pipeline: coarse, infrequent fields in, fine, frequent fields out.
+
+The output grid's cells refine the input's (cell centres, so that a block mean
+over ``factor x factor`` cells gives the input grid back); the time axis gets
+``time_factor - 1`` frames inserted between input frames, so ``T`` inputs give
+``(T - 1) * time_factor + 1`` outputs.  Long series are cut into overlapping
+windows of the model's length, and dask-backed input is processed lazily in
+blocks of whole windows, which gives exactly the eager result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from xnowcast import conventions as cv
+from xnowcast.checks import check_precipitation_values
+from xnowcast.errors import CoordinateError, ModelError, TimeAxisError
+from xnowcast.fields import is_dask, output_attrs, package_version, positive_int, prepare_field
+from xnowcast.options import OPTIONS
+from xnowcast.registry import get_spec, weights_metadata
+from xnowcast.units import convert_values
+
+__all__ = ["downscale", "fine_coordinate", "window_starts"]
+
+_MODEL_UNITS = "mm/h"
+_WINDOWS_PER_BLOCK = 4
+
+
+def fine_coordinate(coord: xr.DataArray, factor: int) -> xr.DataArray:
+    """Cell centres of a grid refined ``factor`` times (block means give ``coord`` back)."""
+    values = np.asarray(coord.values, dtype=np.float64)
+    if values.size < 2:
+        raise CoordinateError(f"Coordinate {coord.name!r} needs at least two cells to be refined.")
+    spacing = values[1] - values[0]
+    offsets = ((np.arange(factor) + 0.5) / factor - 0.5) * spacing
+    fine = (values[:, None] + offsets[None, :]).reshape(-1)
+    return xr.DataArray(fine, dims=coord.dims, attrs=coord.attrs, name=coord.name)
+
+
+def window_starts(frames: int, window: int) -> list[int]:
+    """Starts of windows of length ``window`` covering ``frames``, consecutive ones sharing a frame."""
+    if frames <= window:
+        return [0]
+    starts = list(range(0, frames - window + 1, window - 1))
+    if starts[-1] + window < frames:
+        starts.append(frames - window)
+    return starts
+
+
+def _assemble(outputs: np.ndarray, starts: list[int], frames: int, time_factor: int) -> np.ndarray:
+    """Place window outputs on the fine time axis; each frame comes from the first window holding it."""
+    total = (frames - 1) * time_factor + 1
+    result = np.empty((total, *outputs.shape[2:]), dtype=np.float32)
+    filled = 0
+    for out, start in zip(outputs, starts, strict=True):
+        first = start * time_factor
+        take = out[filled - first :] if filled > first else out
+        result[max(first, filled) : max(first, filled) + take.shape[0]] = take
+        filled = max(first, filled) + take.shape[0]
+    return result[:total]
+
+
+def _fine_mask(valid: np.ndarray, factor: int, time_factor: int) -> np.ndarray:
+    """Where the output is known: both bracketing input frames valid, repeated onto the fine grid."""
+    frames = valid.shape[0]
+    known = np.empty(((frames - 1) * time_factor + 1, *valid.shape[1:]), dtype=bool)
+    for k in range(known.shape[0]):
+        before, after = divmod(k, time_factor)
+        known[k] = valid[before] & (valid[before + 1] if after else True)
+    return known.repeat(factor, axis=-2).repeat(factor, axis=-1)
+
+
+def _downscale_block(
+    frames: np.ndarray,
+    *,
+    request: Any,
+    units: str,
+    step: Any,
+    factor: int,
+    time_factor: int,
+    window: int | None,
+    static: np.ndarray | None,
+    batch_size: int | str,
+    progress: bool,
+) -> np.ndarray:
+    """``(T, C, h, w)`` in the data's units -> ``((T-1)*tf+1, h*f, w*f)`` in the data's units."""
+    from xnowcast.runtime import run_downscale
+
+    frames = np.asarray(frames, dtype=np.float32)
+    check_precipitation_values(frames[:, 0], units, frame_axis=None)
+    precip = convert_values(frames[:, 0], units, _MODEL_UNITS, time_step=step).astype(np.float32)
+    valid = np.isfinite(precip)
+    model_input = frames.copy()
+    model_input[:, 0] = precip
+    count = frames.shape[0]
+    length = window or count
+    if count < length:  # too short for the model: repeat the last frame, crop afterwards
+        model_input = np.concatenate(
+            [model_input, np.repeat(model_input[-1:], length - count, axis=0)]
+        )
+    starts = window_starts(model_input.shape[0], length)
+    windows = np.stack([model_input[s : s + length] for s in starts])
+    outputs = run_downscale(
+        windows, request, static=static, batch_size=batch_size, progress=progress
+    )
+    fine = _assemble(outputs, starts, model_input.shape[0], time_factor)[
+        : (count - 1) * time_factor + 1
+    ]
+    fine = np.where(_fine_mask(valid, factor, time_factor), fine, np.float32(np.nan))
+    if units not in ("mm/h", "mm h-1"):
+        fine = convert_values(fine, _MODEL_UNITS, units, time_step=step).astype(np.float32)
+    return fine
+
+
+def _stack_fields(
+    fields: xr.DataArray | Sequence[xr.DataArray] | xr.Dataset | None,
+    dims: tuple[str, ...],
+    like: dict[str, np.ndarray],
+    what: str,
+) -> np.ndarray | None:
+    """Static/dynamic fields as one array ``(n, *dims)``, checked against the expected grid."""
+    if fields is None:
+        return None
+    if isinstance(fields, xr.Dataset):
+        fields = list(fields.data_vars.values())
+    if isinstance(fields, xr.DataArray):
+        fields = [fields]
+    out = []
+    for field in fields:
+        name = field.name or what
+        missing = [d for d in dims if d not in field.dims]
+        if missing:
+            raise CoordinateError(
+                f"The {what} field {name!r} lacks dims {missing}; expected {dims}."
+            )
+        field = field.transpose(*dims)
+        for dim in dims:
+            if dim in like and not np.allclose(
+                field[dim].values, like[dim], rtol=0, atol=1e-6 * (1 + np.abs(like[dim]).max())
+            ):
+                raise CoordinateError(
+                    f"The {what} field {name!r} is not on the expected {dim} coordinate: "
+                    f"regrid it first (e.g. field.interp_like(...))."
+                )
+        out.append(np.asarray(field.values, dtype=np.float32))
+    return np.stack(out)
+
+
+def _check_factors(spec: Any, factor: int, time_factor: int, weights: Any) -> dict[str, Any]:
+    """Builder kwargs for the request; refuse factors the model or its weights cannot do."""
+    if spec.factors and factor not in spec.factors:
+        raise ModelError(
+            f"Model {spec.name!r} supports factor in {list(spec.factors)}, not {factor}."
+        )
+    if spec.time_factors and time_factor not in spec.time_factors:
+        raise ModelError(
+            f"Model {spec.name!r} supports time_factor in {list(spec.time_factors)}, not {time_factor}."
+        )
+    meta = weights_metadata(spec, weights) if weights is not None else {}
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else None
+    if config is not None:
+        trained = (int(config.get("factor", factor)), int(config.get("time_factor", time_factor)))
+        if trained != (factor, time_factor):
+            raise ModelError(
+                f"The {spec.name!r} weights were trained for factor={trained[0]}, "
+                f"time_factor={trained[1]}; you asked for factor={factor}, time_factor={time_factor}. "
+                "Use those factors, pass weights=None for an untrained model (then train it), or "
+                "use model='trilinear'."
+            )
+        return {}
+    return {"factor": factor, "time_factor": time_factor}
+
+
+def downscale(
+    obj: xr.Dataset | xr.DataArray,
+    factor: int = 2,
+    time_factor: int = 2,
+    model: str = "auto",
+    static: xr.DataArray | Sequence[xr.DataArray] | xr.Dataset | None = None,
+    dynamic: xr.DataArray | Sequence[xr.DataArray] | xr.Dataset | None = None,
+    *,
+    var: str | None = None,
+    units: str | None = None,
+    device: str = "auto",
+    batch_size: int | str = "auto",
+    progress: bool | None = None,
+    weights: Any = "default",
+    config: str | dict[str, Any] | None = None,
+) -> xr.DataArray:
+    """Downscale precipitation in space (``factor``) and time (``time_factor``).
+
+    Parameters
+    ----------
+    obj
+        Coarse field (DataArray, or a Dataset holding one) with a regular time axis,
+        a regular projection grid and units.
+    factor, time_factor
+        Spatial refinement (2 or 4) and temporal refinement (1 or 2).
+    model
+        ``"auto"`` (``"fczsm"`` when ``static`` is given, else ``"zsm"``),
+        ``"zsm"``, ``"fczsm"``, ``"unet"``, ``"unet3d"`` or ``"trilinear"``.
+    static
+        Static fields on the *fine* grid (terrain, land-sea mask, coverage ...), for
+        ``fczsm``.
+    dynamic
+        Extra dynamic fields on the coarse grid and time axis, stacked as input channels.
+    var, units, device, batch_size, progress, weights, config
+        As in :func:`xnowcast.nowcast`.
+
+    Returns
+    -------
+    xarray.DataArray
+        On the refined grid and time axis, in the input's units, NaN where the input
+        was missing; lazy when the input is dask-backed.
+    """
+    from xnowcast.runtime import ModelRequest, resolve_device
+
+    da, axes, src_units = prepare_field(obj, var=var, units=units)
+    name = ("fczsm" if static is not None else "zsm") if model == "auto" else model
+    spec = get_spec(name, task="downscale")
+    factor = positive_int(factor, "factor")
+    time_factor = positive_int(time_factor, "time_factor")
+    count = da.sizes[axes.time]
+    if count < 2 and time_factor > 1:
+        raise TimeAxisError(f"Temporal downscaling needs at least 2 frames; got {count}.")
+    step = cv.time_step(da, axes.time) if count > 1 else None
+    build = _check_factors(spec, factor, time_factor, weights)
+    request = ModelRequest.create(
+        spec.name, config=config, weights=weights, device=str(resolve_device(device)), **build
+    )
+    net = request.load()
+    window = getattr(net, "window", None)
+    fine_y = fine_coordinate(da[axes.y], factor)
+    fine_x = fine_coordinate(da[axes.x], factor)
+    static_np = _stack_fields(
+        static, (axes.y, axes.x), {axes.y: fine_y.values, axes.x: fine_x.values}, "static"
+    )
+    if int(getattr(net, "static_channels", 0)) and static_np is None:
+        raise ModelError(
+            f"Model {spec.name!r} needs {net.static_channels} static field(s) on the fine grid: "
+            "pass static=[...] (see xnowcast.models.zsm.default_static_fields)."
+        )
+    dyn_np = _stack_fields(
+        dynamic,
+        (axes.time, axes.y, axes.x),
+        {axes.y: da[axes.y].values, axes.x: da[axes.x].values},
+        "dynamic",
+    )
+    channels = 1 + (0 if dyn_np is None else dyn_np.shape[0])
+    if channels != int(getattr(net, "in_channels", 1)):
+        raise ModelError(
+            f"Model {spec.name!r} takes {net.in_channels} input channel(s) (precipitation + "
+            f"{net.in_channels - 1} dynamic field(s)); got {channels}."
+        )
+    show = OPTIONS["progress"] if progress is None else progress
+    block = dict(
+        request=request,
+        units=src_units,
+        step=step,
+        factor=factor,
+        time_factor=time_factor,
+        window=window,
+        static=static_np,
+        batch_size=batch_size,
+        progress=show,
+    )
+    data = da.data
+    if dyn_np is not None:
+        stacked = [data[:, None]] + [d[:, None] for d in dyn_np]
+        data = np.concatenate(stacked, axis=1) if not is_dask(data) else _dask_concat(stacked)
+    else:
+        data = data[:, None]
+    values = (
+        _lazy_blocks(data, block)
+        if is_dask(da.data)
+        else _downscale_block(np.asarray(data), **block)
+    )
+    out_times = da[axes.time].values
+    if count > 1:
+        fine_steps = np.arange((count - 1) * time_factor + 1) * (step / time_factor)
+        out_times = (out_times[0] + fine_steps).astype(out_times.dtype)
+    coords: dict[str, Any] = {
+        axes.time: xr.Variable(axes.time, out_times, da[axes.time].attrs),
+        axes.y: xr.Variable(axes.y, fine_y.values, fine_y.attrs),
+        axes.x: xr.Variable(axes.x, fine_x.values, fine_x.attrs),
+    }
+    coords.update({k: v for k, v in da.coords.items() if v.ndim == 0})
+    out = xr.DataArray(values, dims=(axes.time, axes.y, axes.x), coords=coords, name=da.name)
+    line = (
+        f"xnowcast {package_version()}: {spec.name} downscale, factor {factor}, "
+        f"time_factor {time_factor}"
+    )
+    out.attrs = output_attrs(da, spec, weights, line)
+    return out
+
+
+def _dask_concat(parts: list[Any]) -> Any:
+    import dask.array as dsa
+
+    return dsa.concatenate([dsa.asarray(p) for p in parts], axis=1)
+
+
+def _lazy_blocks(data: Any, block: dict[str, Any]) -> Any:
+    """Process a dask array in blocks of whole windows sharing one frame; same result as eager."""
+    import dask
+    import dask.array as dsa
+
+    count = data.shape[0]
+    window = block["window"] or 2
+    length = (window - 1) * _WINDOWS_PER_BLOCK + 1
+    tf, f = block["time_factor"], block["factor"]
+    h, w = data.shape[-2:]
+    starts = list(range(0, max(count - 1, 1), length - 1))
+    pieces = []
+    for i, start in enumerate(starts):
+        stop = min(start + length, count)
+        if i + 1 < len(starts) and count - (stop - 1) < window:
+            stop = count  # a tail shorter than a window joins this block
+        frames = stop - start
+        n_out = (frames - 1) * tf + 1
+        task = dask.delayed(_downscale_block)(data[start:stop], **block)
+        piece = dsa.from_delayed(task, shape=(n_out, h * f, w * f), dtype=np.float32)
+        # the frame shared with the previous block comes from the previous block, as in eager
+        pieces.append(piece if i == 0 else piece[1:])
+        if stop >= count:
+            break
+    return dsa.concatenate(pieces, axis=0)

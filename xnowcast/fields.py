@@ -1,0 +1,84 @@
+"""Shared steps of the xarray pipelines: find the field, check it, describe the output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from xnowcast import conventions as cv
+from xnowcast.errors import CoordinateError, ModelError
+from xnowcast.registry import weights_record
+from xnowcast.units import units_of
+
+__all__ = [
+    "is_dask",
+    "output_attrs",
+    "package_version",
+    "positive_int",
+    "prepare_field",
+    "spatial_coords",
+]
+
+
+def package_version() -> str:
+    """The installed xnowcast version."""
+    from xnowcast import __version__
+
+    return __version__
+
+
+def prepare_field(
+    obj: xr.Dataset | xr.DataArray, *, var: str | None = None, units: str | None = None
+) -> tuple[xr.DataArray, cv.Axes, str]:
+    """The precipitation field as ``(time, y, x)``, its axes and its units.
+
+    Length-1 extra dims are squeezed; longer extra dims are an error; the grid is
+    checked to be regular and the units to be a precipitation quantity.
+    """
+    da = cv.find_precipitation(obj, var)
+    axes = cv.find_axes(da)
+    extra = [d for d in da.dims if d not in axes]
+    squeezable = [d for d in extra if da.sizes[d] == 1]
+    longer = [d for d in extra if da.sizes[d] > 1]
+    if longer:
+        raise CoordinateError(
+            f"Unexpected dims {longer} (sizes {[da.sizes[d] for d in longer]}) besides time/y/x: "
+            f"select one value, e.g. da.isel({longer[0]}=0), or loop over them."
+        )
+    if squeezable:
+        da = da.squeeze(squeezable, drop=True)
+    da = da.transpose(axes.time, axes.y, axes.x)
+    cv.check_regular_grid(da, axes)
+    found_units = units_of(da, units)
+    return da, axes, found_units
+
+
+def positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ModelError(f"{name} must be a positive integer, not {value!r}.")
+    return int(value)
+
+
+def spatial_coords(da: xr.DataArray, axes: cv.Axes) -> dict[str, xr.DataArray]:
+    """Coordinates of ``da`` that do not depend on time (spatial coords, crs, aux lat/lon)."""
+    return {name: coord for name, coord in da.coords.items() if axes.time not in coord.dims}
+
+
+def output_attrs(da: xr.DataArray, spec: Any, weights: Any, line: str) -> dict[str, Any]:
+    attrs = {k: v for k, v in da.attrs.items() if k not in ("history",)}
+    attrs.update(
+        {
+            "xnowcast_model": spec.name,
+            "xnowcast_version": package_version(),
+            **{f"xnowcast_{k}": v for k, v in weights_record(spec, weights).items()},
+        }
+    )
+    if "history" in da.attrs:
+        attrs["history"] = da.attrs["history"]
+    return cv.append_history(attrs, line)
+
+
+def is_dask(data: Any) -> bool:
+    return type(data).__module__.startswith("dask")

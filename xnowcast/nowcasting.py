@@ -1,0 +1,274 @@
+"""The nowcast pipeline: radar frames in, a CF forecast DataArray out."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from xnowcast import conventions as cv
+from xnowcast.checks import check_precipitation_values
+from xnowcast.errors import ModelError, TimeAxisError
+from xnowcast.fields import (
+    is_dask,
+    output_attrs,
+    package_version,
+    positive_int,
+    prepare_field,
+    spatial_coords,
+)
+from xnowcast.options import OPTIONS
+from xnowcast.registry import get_spec
+from xnowcast.units import convert_values
+
+__all__ = ["nowcast"]
+
+_MODEL_UNITS = "mm/h"
+
+
+def _init_times(times: np.ndarray, init_time: Any) -> tuple[np.ndarray, bool]:
+    """The requested initialisation times and whether they form a dim (hindcast)."""
+    if init_time is None:
+        return times[-1:], False
+    if isinstance(init_time, slice):
+        index = xr.DataArray(times, dims="t", coords={"t": times})
+        chosen = index.sel(t=init_time).values
+        if chosen.size == 0:
+            raise TimeAxisError(
+                f"No data times fall in init_time={init_time}: the data cover "
+                f"{times[0]} to {times[-1]}."
+            )
+        return chosen, True
+    scalar = np.ndim(init_time) == 0
+    chosen = np.atleast_1d(np.asarray(init_time, dtype="datetime64[ns]"))
+    return chosen, not scalar
+
+
+def _window_indices(
+    times: np.ndarray, inits: np.ndarray, frames: int, step: np.timedelta64
+) -> np.ndarray:
+    """Integer indices ``(N, frames)`` of the input frames ending at each init time."""
+    position = {t: i for i, t in enumerate(times.astype("datetime64[ns]"))}
+    out = np.empty((inits.size, frames), dtype=np.int64)
+    for n, init in enumerate(inits):
+        if init not in position:
+            raise TimeAxisError(
+                f"init_time {np.datetime_as_string(init, unit='s')} is not a time of the data "
+                f"({np.datetime_as_string(times[0], unit='s')} to "
+                f"{np.datetime_as_string(times[-1], unit='s')}): choose one of da.time."
+            )
+        wanted = [init - k * step for k in range(frames - 1, -1, -1)]
+        missing = [np.datetime_as_string(t, unit="s") for t in wanted if t not in position]
+        if missing:
+            have = sum(t in position for t in wanted)
+            reason = (
+                "too few frames before it" if wanted[0] < times[0] else "a gap in the input window"
+            )
+            raise TimeAxisError(
+                f"The model needs {frames} input frames ending at "
+                f"{np.datetime_as_string(init, unit='s')} every {step / np.timedelta64(1, 'm'):g} min, "
+                f"but only {have} exist ({reason}; missing {missing}). Choose a later init_time or "
+                "fill the gap."
+            )
+        out[n] = [position[t] for t in wanted]
+    return out
+
+
+def _input_step(da: xr.DataArray, time_dim: str) -> np.timedelta64:
+    """The data's time step (the smallest interval; gaps are found per window)."""
+    times = da[time_dim].values
+    if not np.issubdtype(times.dtype, np.datetime64):
+        return cv.time_step(da, time_dim)  # raises the clear error
+    if times.size < 2:
+        raise TimeAxisError(
+            f"A single time ({times.size} frame) gives no time step: nowcasting needs "
+            "several consecutive input frames."
+        )
+    diffs = np.diff(times)
+    if np.any(diffs <= np.timedelta64(0, "ns")):
+        return cv.time_step(da, time_dim)  # duplicate / non-monotonic: its clear error
+    return diffs.min().astype("timedelta64[ns]")
+
+
+def _nowcast_block(
+    windows: np.ndarray,
+    *,
+    request: Any,
+    units: str,
+    step: np.timedelta64,
+    steps: int,
+    members: int,
+    seed: int | None,
+    precision: str,
+    batch_size: int | str,
+    progress: bool,
+) -> np.ndarray:
+    """Numpy in the data's units -> ``(N, steps, members, H, W)`` in the data's units."""
+    from xnowcast.runtime import run_nowcast
+
+    windows = np.asarray(windows)
+    check_precipitation_values(windows, units)
+    rate = convert_values(windows, units, _MODEL_UNITS, time_step=step).astype(
+        np.float32, copy=False
+    )
+    out = run_nowcast(
+        rate,
+        request,
+        steps=steps,
+        members=members,
+        seed=seed,
+        precision=precision,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    out = np.moveaxis(out, 1, 2)
+    if units not in ("mm/h", "mm h-1"):
+        out = convert_values(out, _MODEL_UNITS, units, time_step=step).astype(
+            np.float32, copy=False
+        )
+    return out
+
+
+def nowcast(
+    obj: xr.Dataset | xr.DataArray,
+    model: str = "dgmr",
+    steps: int = 18,
+    members: int = 1,
+    init_time: Any = None,
+    *,
+    var: str | None = None,
+    units: str | None = None,
+    device: str = "auto",
+    batch_size: int | str = "auto",
+    precision: str = "auto",
+    seed: int | None = None,
+    progress: bool | None = None,
+    weights: Any = "default",
+    config: str | dict[str, Any] | None = None,
+) -> xr.DataArray:
+    """Nowcast precipitation with a registered model.
+
+    Parameters
+    ----------
+    obj
+        Radar field (DataArray) or a Dataset holding one (found by CF standard_name,
+        or named with ``var``), with a regular time axis, regular projection grid
+        and ``units`` (any rain rate, accumulation or reflectivity unit).
+    model
+        A nowcast model: ``"dgmr"``, ``"extrapolation"``, ``"persistence"``
+        (see :func:`xnowcast.models.list_models`).
+    steps
+        Number of lead times, each one input time step apart.
+    members
+        Ensemble members (stochastic models only).
+    init_time
+        None: nowcast from the last time.  A time, a list of times or a slice: a
+        hindcast with one forecast per initialisation time (dim ``init_time``).
+    var, units
+        The Dataset variable, and units overriding ``attrs["units"]``.
+    device, batch_size, precision
+        ``"auto"`` picks CUDA when available; batch size from the domain size;
+        float32 (``"bf16"`` for bfloat16 autocast).
+    seed
+        Makes stochastic models reproducible (same device, same batch size).
+    progress
+        Show a progress bar (default: the ``progress`` option).
+    weights, config
+        ``"default"`` shipped weights, a shipped name, a path, or None (untrained);
+        the config when building without weights.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims (``init_time``,) ``lead_time``, (``member``,) y, x, in the input's units,
+        with ``valid_time = init_time + lead_time``, the input's spatial coordinates
+        and grid mapping, and CF attributes recording the model and its weights.
+        Lazy when the input is dask-backed.
+
+    Raises
+    ------
+    ModelError, UnitsError, TimeAxisError, CoordinateError, DataValueError
+        For bad requests and bad input, before any model runs.
+    """
+    from xnowcast.runtime import ModelRequest, resolve_device
+
+    spec = get_spec(model, task="nowcast")
+    steps = positive_int(steps, "steps")
+    members = positive_int(members, "members")
+    if members > 1 and not spec.stochastic:
+        raise ModelError(
+            f"Model {spec.name!r} is deterministic: every member would be identical. "
+            "Use members=1, or a stochastic model such as 'dgmr' for an ensemble."
+        )
+    da, axes, src_units = prepare_field(obj, var=var, units=units)
+    step = _input_step(da, axes.time)
+    if spec.time_step_minutes is not None and step != np.timedelta64(
+        int(spec.time_step_minutes * 60), "s"
+    ):
+        raise TimeAxisError(
+            f"Model {spec.name!r} was trained on {spec.time_step_minutes:g}-min frames but the data "
+            f"step is {step / np.timedelta64(1, 'm'):g} min. Resample the data to "
+            f"{spec.time_step_minutes:g} min, or use 'extrapolation' (any step)."
+        )
+    request = ModelRequest.create(
+        spec.name, config=config, weights=weights, device=str(resolve_device(device))
+    )
+    frames = int(request.load().input_frames)
+    times = da[axes.time].values
+    inits, as_dim = _init_times(times, init_time)
+    index = _window_indices(times, inits, frames, step)
+    windows = da.isel({axes.time: xr.DataArray(index, dims=(cv.INIT_TIME, "window"))}).transpose(
+        cv.INIT_TIME, "window", axes.y, axes.x
+    )
+    show = OPTIONS["progress"] if progress is None else progress
+    block = dict(
+        request=request,
+        units=src_units,
+        step=step,
+        steps=steps,
+        members=members,
+        seed=seed,
+        precision=precision,
+        batch_size=batch_size,
+        progress=show,
+    )
+    data = windows.data
+    if is_dask(data):
+        import dask.array as dsa
+
+        data = data.rechunk({0: data.chunks[0], 1: -1, 2: -1, 3: -1})
+        values = dsa.map_blocks(
+            partial(_nowcast_block, **block),
+            data,
+            drop_axis=1,
+            new_axis=[1, 2],
+            chunks=(data.chunks[0], (steps,), (members,), data.chunks[2], data.chunks[3]),
+            dtype=np.float32,
+            meta=np.empty((0, 0, 0, 0, 0), dtype=np.float32),
+        )
+    else:
+        values = _nowcast_block(np.asarray(data), **block)
+    lead = (np.arange(1, steps + 1) * step).astype("timedelta64[ns]")
+    coords: dict[str, Any] = dict(spatial_coords(da, axes))
+    attrs = cv.forecast_coord_attrs()
+    coords[cv.INIT_TIME] = xr.Variable(cv.INIT_TIME, inits, attrs[cv.INIT_TIME])
+    coords[cv.LEAD_TIME] = xr.Variable(cv.LEAD_TIME, lead, attrs[cv.LEAD_TIME])
+    coords[cv.MEMBER] = xr.Variable(cv.MEMBER, np.arange(members), attrs[cv.MEMBER])
+    out = xr.DataArray(
+        values,
+        dims=(cv.INIT_TIME, cv.LEAD_TIME, cv.MEMBER, axes.y, axes.x),
+        coords=coords,
+        name=da.name,
+    )
+    out = out.assign_coords(
+        {cv.VALID_TIME: (out[cv.INIT_TIME] + out[cv.LEAD_TIME]).assign_attrs(attrs[cv.VALID_TIME])}
+    )
+    if members == 1:
+        out = out.isel({cv.MEMBER: 0}, drop=True)
+    if not as_dim:
+        out = out.isel({cv.INIT_TIME: 0})
+    line = f"xnowcast {package_version()}: {spec.name} nowcast, {steps} steps, {members} member(s)"
+    out.attrs = output_attrs(da, spec, weights, line)
+    return out

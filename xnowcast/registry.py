@@ -1,0 +1,268 @@
+"""The model registry: one :class:`ModelSpec` per model, and :func:`load_model`.
+
+A spec is the written contract between a model and the runtime: its task, how
+to build it, the time step it was made for, the weights that ship with it and
+their sha256.  Builders are named by import path so that listing models never
+imports torch.
+
+Model contract (enforced by the runtime, documented in ``docs/models.rst``):
+
+``nowcast``
+    ``model(frames[B, T_in, 1, H, W], steps, *, generator=None[, valid=...])``
+    -> ``[B, steps, 1, H, W]``, all in mm/h; attributes ``input_frames``,
+    ``spatial_multiple``; ``accepts_mask`` when it takes ``valid``.
+``downscale``
+    ``model(frames[B, T, C, h, w], static=None)`` ->
+    ``[B, (T-1)*time_factor + 1, 1, h*factor, w*factor]`` in mm/h; attributes
+    ``factor``, ``time_factor``, ``window``, ``spatial_multiple``,
+    ``in_channels``, ``static_channels``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from xnowcast.errors import ModelError, WeightsError
+from xnowcast.weights import PACKAGE_WEIGHTS_DIR, file_sha256, load_state_dict, read_metadata
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "WeightsFile",
+    "get_spec",
+    "list_models",
+    "load_model",
+    "resolve_weights",
+]
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A weights file shipped inside the package (``xnowcast/weights/``)."""
+
+    filename: str
+    sha256: str
+
+    @property
+    def path(self) -> Path:
+        return PACKAGE_WEIGHTS_DIR / self.filename
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the runtime needs to know about a model.
+
+    Attributes
+    ----------
+    name, task
+        Registry name and ``"nowcast"`` or ``"downscale"``.
+    builder
+        ``"module:function"`` building the ``nn.Module`` from a config.
+    summary, reference
+        One line of description and the source paper.
+    time_step_minutes
+        The time step the model was trained for (None: any regular step).
+    units, normalisation
+        The units the model reads and writes, and how it normalises internally.
+    default_config
+        Config used when building without weights.
+    weights, default_weights
+        Shipped weights by name, and the one used by default (None: untrained).
+    stochastic
+        Whether outputs depend on a random latent (ensembles make sense).
+    factors, time_factors
+        Downscaling factors the model supports.
+    """
+
+    name: str
+    task: Literal["nowcast", "downscale"]
+    builder: str
+    summary: str
+    reference: str
+    time_step_minutes: float | None = None
+    units: str = "mm/h"
+    normalisation: str = "none"
+    default_config: str | None = None
+    weights: dict[str, WeightsFile] = field(default_factory=dict)
+    default_weights: str | None = None
+    stochastic: bool = False
+    factors: tuple[int, ...] = ()
+    time_factors: tuple[int, ...] = ()
+
+    def build(self, config: str | dict[str, Any] | None = None, **kwargs: Any) -> torch.nn.Module:
+        """Build an untrained model (``config`` defaults to ``default_config``)."""
+        module_name, _, function = self.builder.partition(":")
+        builder = getattr(importlib.import_module(module_name), function)
+        cfg = self.default_config if config is None else config
+        return builder(cfg, **kwargs) if cfg is not None else builder(**kwargs)
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a spec to the registry (names are unique)."""
+    if spec.name in MODELS:
+        raise ModelError(f"A model named {spec.name!r} is already registered.")
+    MODELS[spec.name] = spec
+    return spec
+
+
+def list_models(task: str | None = None) -> list[str]:
+    """Registered model names, optionally of one task (``"nowcast"``/``"downscale"``)."""
+    return sorted(name for name, spec in MODELS.items() if task in (None, spec.task))
+
+
+def get_spec(name: str, task: str | None = None) -> ModelSpec:
+    """The spec of ``name``; an unknown name (or one of the wrong task) lists the valid ones."""
+    spec = MODELS.get(str(name).lower())
+    if spec is None or (task is not None and spec.task != task):
+        valid = ", ".join(list_models(task))
+        kind = f"{task} " if task else ""
+        raise ModelError(f"Unknown {kind}model {name!r}. Valid {kind}models: {valid}.")
+    return spec
+
+
+def resolve_weights(
+    spec: ModelSpec, weights: str | os.PathLike[str] | None
+) -> tuple[Path | None, str | None]:
+    """``(path, expected sha256)`` for ``weights``: "default", a shipped name, a path, or None."""
+    if weights is None:
+        return None, None
+    if weights == "default":
+        if spec.default_weights is None:
+            return None, None
+        weights = spec.default_weights
+    if isinstance(weights, str) and weights in spec.weights:
+        entry = spec.weights[weights]
+        return entry.path, entry.sha256
+    path = Path(weights)
+    if path.is_file():
+        return path, None
+    shipped = ", ".join(spec.weights) or "none"
+    raise WeightsError(
+        f"Weights {str(weights)!r} for {spec.name!r} are neither a shipped name ({shipped}) "
+        "nor an existing file."
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(
+    name: str,
+    config_json: str | None,
+    path: str | None,
+    sha256: str | None,
+    device: str,
+    kwargs_json: str,
+) -> torch.nn.Module:
+    spec = get_spec(name)
+    config = json.loads(config_json) if config_json is not None else None
+    kwargs = json.loads(kwargs_json)
+    state = None
+    if path is not None:
+        state, metadata = load_state_dict(path, sha256=sha256, device="cpu")
+        if config is None:
+            config = metadata.get("config")
+    model = spec.build(config, **kwargs)
+    if state is not None:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise WeightsError(
+                f"Weights {path} do not fit model {name!r}: missing {list(missing)[:5]}, "
+                f"unexpected {list(unexpected)[:5]}."
+            )
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model.to(device)
+
+
+def load_model(
+    name: str,
+    *,
+    config: str | dict[str, Any] | None = None,
+    weights: str | os.PathLike[str] | None = "default",
+    device: str = "cpu",
+    **kwargs: Any,
+) -> torch.nn.Module:
+    """Build a model and load its weights (cached: built once per process).
+
+    Parameters
+    ----------
+    name
+        A registered model (see :func:`list_models`).
+    config
+        A config name or dict; by default the one stored with the weights, else the
+        spec's default.
+    weights
+        ``"default"`` (the shipped weights, if any), a shipped name, a path to a
+        ``.safetensors`` file, or None for an untrained model.
+    device
+        Torch device string.
+    **kwargs
+        Extra builder arguments (e.g. ``factor=2, time_factor=2`` for downscaling).
+
+    Returns
+    -------
+    torch.nn.Module
+        In eval mode, gradients off.  Shared between calls: do not modify it.
+    """
+    spec = get_spec(name)
+    path, sha256 = resolve_weights(spec, weights)
+    config_json = json.dumps(config, sort_keys=True) if config is not None else None
+    return _load_cached(
+        spec.name,
+        config_json,
+        str(path) if path else None,
+        sha256,
+        device,
+        json.dumps(kwargs, sort_keys=True),
+    )
+
+
+def weights_record(spec: ModelSpec, weights: str | os.PathLike[str] | None) -> dict[str, str]:
+    """What to write in an output's attrs about the weights used (name and sha256)."""
+    path, sha256 = resolve_weights(spec, weights)
+    if path is None:
+        return {"weights": "none (untrained or parameter-free)"}
+    return {"weights": path.name, "weights_sha256": sha256 or file_sha256(path)}
+
+
+def weights_metadata(
+    spec: ModelSpec, weights: str | os.PathLike[str] | None = "default"
+) -> dict[str, Any]:
+    """The metadata (config, training recipe, scores) stored with a model's weights."""
+    path, _ = resolve_weights(spec, weights)
+    return read_metadata(path) if path is not None else {}
+
+
+_MIN = 5.0
+
+register(
+    ModelSpec(
+        name="persistence",
+        task="nowcast",
+        builder="xnowcast.models.persistence:build_persistence",
+        summary="The last observed frame held for every lead time: the floor every model must beat.",
+        reference="-",
+    )
+)
+register(
+    ModelSpec(
+        name="extrapolation",
+        task="nowcast",
+        builder="xnowcast.models.extrapolation:build_extrapolation",
+        summary="Dense optical flow (torch) + semi-Lagrangian backward advection with grid_sample.",
+        reference="Germann & Zawadzki (2002), Mon. Wea. Rev. 130; Lucas & Kanade (1981)",
+        default_config="default",
+    )
+)

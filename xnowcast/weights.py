@@ -1,0 +1,165 @@
+"""Model weights as data: safetensors files, sha256-checked before use.
+
+Only two formats are ever read, and neither can run code:
+
+* ``.safetensors`` (the format shipped and written by xnowcast), with the
+  training recipe, data and scores in its string metadata;
+* ``.pt``/``.pth`` through ``torch.load(weights_only=True)``.
+
+A file whose sha256 differs from the expected one raises :class:`WeightsError`
+and is never loaded.  Remote weights are fetched by pooch into
+``$XNOWCAST_CACHE_DIR`` (default: the OS cache) and verified again on every use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xnowcast.errors import WeightsError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "PACKAGE_WEIGHTS_DIR",
+    "cache_dir",
+    "fetch_weights",
+    "file_sha256",
+    "load_state_dict",
+    "read_metadata",
+    "save_weights",
+]
+
+PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights and datasets are cached (``$XNOWCAST_CACHE_DIR``)."""
+    import pooch
+
+    configured = os.environ.get("XNOWCAST_CACHE_DIR")
+    return Path(configured) if configured else Path(pooch.os_cache("xnowcast"))
+
+
+def fetch_weights(url: str, sha256: str) -> Path:
+    """Download ``url`` into the cache (once) and return its verified path."""
+    import pooch
+
+    try:
+        path = pooch.retrieve(url, known_hash=f"sha256:{sha256}", path=cache_dir() / "weights")
+    except ValueError as err:  # pooch raises ValueError on a hash mismatch
+        raise WeightsError(
+            f"Downloaded weights from {url} failed their hash check: {err}"
+        ) from None
+    return Path(path)
+
+
+def _check_hash(path: Path, sha256: str | None) -> None:
+    if sha256 is None:
+        return
+    actual = file_sha256(path)
+    if actual != sha256:
+        raise WeightsError(
+            f"The weights file {path} has sha256 {actual}, expected {sha256}: it is corrupted or "
+            "has been modified. Delete it and fetch it again; it was not loaded."
+        )
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a safetensors file, JSON values decoded."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except Exception as err:
+        raise WeightsError(f"{path} is not a readable safetensors file: {err}") from None
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            out[key] = json.loads(value)
+        except (json.JSONDecodeError, TypeError):
+            out[key] = value
+    return out
+
+
+def load_state_dict(
+    path: str | os.PathLike[str], *, sha256: str | None = None, device: str = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Verify and load a weights file.
+
+    Parameters
+    ----------
+    path
+        A ``.safetensors`` file, or a ``.pt``/``.pth`` file holding only tensors.
+    sha256
+        The expected digest; the file is refused unless it matches.
+    device
+        Where to place the tensors.
+
+    Returns
+    -------
+    (state_dict, metadata)
+
+    Raises
+    ------
+    WeightsError
+        On a hash mismatch, an unreadable file, or a file that would need unpickling
+        of arbitrary objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"No weights file at {path}.")
+    _check_hash(path, sha256)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path), device=device)
+        except Exception as err:
+            raise WeightsError(f"{path} is not a readable safetensors file: {err}") from None
+        return state, read_metadata(path)
+    if suffix in (".pt", ".pth"):
+        import torch
+
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except Exception as err:
+            raise WeightsError(
+                f"{path} could not be loaded safely (weights_only=True): {err}. "
+                "Convert it to safetensors."
+            ) from None
+        if not isinstance(state, dict):
+            raise WeightsError(f"{path} does not hold a state dict of tensors.")
+        return state, {}
+    raise WeightsError(f"Weights must be .safetensors (or .pt/.pth tensors only), not {path.name}.")
+
+
+def save_weights(
+    state_dict: dict[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    metadata: dict[str, Any],
+) -> str:
+    """Write a safetensors file with JSON-encoded metadata; return its sha256."""
+    from safetensors.torch import save_file
+
+    encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=encoded)
+    return file_sha256(path)
