@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as _metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -256,7 +257,8 @@ def assemble(
     ds.time.encoding["units"] = "minutes since 1970-01-01 00:00:00"
     ds.time.encoding["calendar"] = "proleptic_gregorian"
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    names = f"{infos[0].path} ... {infos[-1].path}" if len(infos) > 1 else infos[0].path
+    first_name, last_name = Path(infos[0].path).name, Path(infos[-1].path).name
+    names = f"{first_name} ... {last_name}" if len(infos) > 1 else first_name
     ds.attrs = {
         "Conventions": "CF-1.10",
         **first.global_attrs,

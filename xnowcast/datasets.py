@@ -1,0 +1,324 @@
+"""Real radar events, fetched with pooch and opened as CF Datasets.
+
+>>> import xnowcast.datasets as xd
+>>> [d["name"] for d in xd.list_datasets()]  # doctest: +SKIP
+>>> ds = xd.open_dataset("rmi-20210704")  # doctest: +SKIP
+
+The events are the public pysteps example data (``pySTEPS/pysteps-data`` at a
+fixed commit).  Every file is listed with its sha256 in the packaged
+``registry.txt`` (built from the archive's ``SHA256SUMS``), so a download is
+verified before it is used and cached for later calls.
+
+Environment variables (read at each call, never at import):
+
+``XNOWCAST_DATA_URL``
+    Base URL replacing the upstream one (a mirror or a local server); the
+    registry paths (``radar/...``) are appended to it.
+``XNOWCAST_CACHE_DIR``
+    Cache folder (default: ``pooch.os_cache("xnowcast")``).
+
+``open_dataset("sample")`` opens a small real sample shipped inside the
+package (a crop of the RMI event, see ``xnowcast/data/make_sample.py``); it
+needs no network.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from xnowcast.errors import DatasetError
+
+__all__ = [
+    "BASE_URL",
+    "EVENTS",
+    "SAMPLE",
+    "DatasetInfo",
+    "cache_dir",
+    "fetch",
+    "list_datasets",
+    "open_dataset",
+    "registry_files",
+]
+
+#: Upstream base URL: pysteps-data pinned to one commit.
+BASE_URL = "https://github.com/pySTEPS/pysteps-data/raw/eaa59fb8f39205a3b1a0b44724ad8cd4a86d107e/"
+
+_RMI_LICENCE = (
+    "RMI (Royal Meteorological Institute of Belgium) data: no commercial use; all property "
+    "and intellectual rights stay with the RMI; cite the source (RMI) in every publication"
+)
+_OPEN_LICENCE = (
+    "public pysteps example data (pySTEPS/pysteps-data); cite the data provider ({who}) and pysteps"
+)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Description of one dataset of :func:`list_datasets`."""
+
+    name: str
+    source: str
+    format: str
+    grid: str
+    step: str
+    frames: int
+    quantity: str
+    licence: str
+    prefix: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The description as a plain dict."""
+        return asdict(self)
+
+
+EVENTS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in [
+        DatasetInfo(
+            name="mch-20150515",
+            source="MeteoSwiss radar composite AQC, 2015-05-15 15:45-19:00 UTC",
+            format="mch_gif",
+            grid="640 x 710 cells, 1 km, Swiss CH1903/LV03 (CCS4 domain)",
+            step="5 min",
+            frames=40,
+            quantity="precipitation, mm h-1 (from 5-minute accumulations x 12)",
+            licence=_OPEN_LICENCE.format(who="MeteoSwiss"),
+            prefix="radar/mch/20150515/",
+        ),
+        DatasetInfo(
+            name="mch-20160711",
+            source="MeteoSwiss radar composite AQC, 2016-07-11 20:45 - 07-12 00:00 UTC",
+            format="mch_gif",
+            grid="640 x 710 cells, 1 km, Swiss CH1903/LV03 (CCS4 domain)",
+            step="5 min",
+            frames=40,
+            quantity="precipitation, mm h-1 (from 5-minute accumulations x 12)",
+            licence=_OPEN_LICENCE.format(who="MeteoSwiss"),
+            prefix="radar/mch/20160711/",
+        ),
+        DatasetInfo(
+            name="fmi-20160928",
+            source="Finnish Meteorological Institute radar composite, 2016-09-28 14:45-18:00 UTC",
+            format="fmi_pgm",
+            grid="1226 x 760 cells, ~1 km (999.7 m), polar stereographic",
+            step="5 min",
+            frames=40,
+            quantity="reflectivity, dBZ",
+            licence=_OPEN_LICENCE.format(who="Finnish Meteorological Institute"),
+            prefix="radar/fmi/pgm/20160928/",
+        ),
+        DatasetInfo(
+            name="knmi-20100826",
+            source="KNMI radar composite (De Bilt, Den Helder), 2010-08-26 00:00-07:35 UTC",
+            format="knmi_hdf5",
+            grid="765 x 700 cells, 1 km, polar stereographic",
+            step="5 min",
+            frames=92,
+            quantity="precipitation, mm h-1 (from 5-minute accumulations x 12)",
+            licence=_OPEN_LICENCE.format(who="KNMI"),
+            prefix="radar/KNMI/2010/08/",
+        ),
+        DatasetInfo(
+            name="rmi-20210704",
+            source="RMI radar QPE composite (Belgium), 2021-07-04 15:50-19:00 UTC",
+            format="odim_hdf5",
+            grid="700 x 700 cells, 1 km, Lambert conformal conic",
+            step="5 min",
+            frames=39,
+            quantity="precipitation (rain rate), mm h-1",
+            licence=_RMI_LICENCE,
+            prefix="radar/rmi/radqpe/20210704/",
+        ),
+    ]
+}
+
+#: The packaged sample (no network).
+SAMPLE = DatasetInfo(
+    name="sample",
+    source=(
+        "256 x 256 crop of rmi-20210704, 24 frames 15:50-17:45 UTC, packaged with xnowcast "
+        "(xnowcast/data/sample.nc)"
+    ),
+    format="netcdf",
+    grid="256 x 256 cells, 1 km, Lambert conformal conic",
+    step="5 min",
+    frames=24,
+    quantity="precipitation (rain rate), mm h-1, quantised to 0.01",
+    licence=_RMI_LICENCE,
+)
+
+
+def _names() -> list[str]:
+    return [SAMPLE.name, *EVENTS]
+
+
+def _info(name: str) -> DatasetInfo:
+    if name == SAMPLE.name:
+        return SAMPLE
+    if name not in EVENTS:
+        raise DatasetError(f"unknown dataset {name!r}; valid names: {', '.join(_names())}")
+    return EVENTS[name]
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    """Descriptions of the datasets :func:`open_dataset` knows.
+
+    Returns
+    -------
+    list of dict
+        One dict per dataset with ``name``, ``source``, ``format``, ``grid``,
+        ``step``, ``frames``, ``quantity``, ``licence`` and ``prefix`` (the
+        registry folder; empty for the packaged sample).
+    """
+    return [SAMPLE.as_dict()] + [info.as_dict() for info in EVENTS.values()]
+
+
+def _registry() -> dict[str, str]:
+    text = resources.files("xnowcast").joinpath("registry.txt").read_text()
+    entries: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            path, digest = line.split()[:2]
+            entries[path] = digest if ":" in digest else f"sha256:{digest}"
+    return entries
+
+
+def registry_files(name: str) -> list[str]:
+    """Registry paths (``radar/...``) of the files of one event, sorted.
+
+    Parameters
+    ----------
+    name : str
+        An event name of :func:`list_datasets` (not ``"sample"``).
+    """
+    info = _info(name)
+    if not info.prefix:
+        raise DatasetError(f"{name!r} is packaged with xnowcast and has no files to fetch")
+    return sorted(path for path in _registry() if path.startswith(info.prefix))
+
+
+def cache_dir() -> Path:
+    """The cache folder: ``$XNOWCAST_CACHE_DIR`` or ``pooch.os_cache("xnowcast")``."""
+    import pooch
+
+    configured = os.environ.get("XNOWCAST_CACHE_DIR")
+    return Path(configured).expanduser() if configured else Path(pooch.os_cache("xnowcast"))
+
+
+def _base_url() -> str:
+    url = os.environ.get("XNOWCAST_DATA_URL") or BASE_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def _progressbar() -> bool:
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fetch(
+    name: str, files: list[str] | None = None, *, progressbar: bool | None = None
+) -> list[Path]:
+    """Download (or find in the cache) and verify the files of one event.
+
+    Parameters
+    ----------
+    name : str
+        Event name (see :func:`list_datasets`).
+    files : list of str, optional
+        A subset of :func:`registry_files` (default: all the event's files).
+    progressbar : bool, optional
+        Show download progress (default: when tqdm is installed).
+
+    Returns
+    -------
+    list of pathlib.Path
+        Local paths of the verified files, sorted.
+
+    Raises
+    ------
+    DatasetError
+        For an unknown name, a file not in the event, a failed download, or a
+        file whose sha256 does not match the registry (it is not kept).
+    """
+    import pooch
+
+    every = registry_files(name)
+    wanted = every if files is None else list(files)
+    outside = sorted(set(wanted) - set(every))
+    if outside:
+        raise DatasetError(f"{outside[0]!r} is not a file of {name!r}; see registry_files()")
+    fetcher = pooch.create(
+        path=cache_dir(), base_url=_base_url(), registry=_registry(), retry_if_failed=1
+    )
+    show = _progressbar() if progressbar is None else progressbar
+    paths = []
+    for path in sorted(wanted):
+        try:
+            paths.append(Path(fetcher.fetch(path, progressbar=show)))
+        except ValueError as err:  # pooch's hash mismatch
+            raise DatasetError(
+                f"{path} from {_base_url()} failed its sha256 check and was discarded: {err}"
+            ) from err
+        except OSError as err:  # requests' errors subclass OSError
+            raise DatasetError(f"could not fetch {path} from {_base_url()}: {err}") from err
+    return paths
+
+
+def _sample_path() -> Path:
+    return Path(str(resources.files("xnowcast").joinpath("data", "sample.nc")))
+
+
+def open_dataset(name: str, *, chunks: Any = None) -> xr.Dataset:
+    """Open a real radar dataset as a CF Dataset, fetching and verifying it first.
+
+    Parameters
+    ----------
+    name : str
+        ``"sample"`` (packaged, offline) or an event of :func:`list_datasets`:
+        ``"mch-20150515"``, ``"mch-20160711"``, ``"fmi-20160928"``,
+        ``"knmi-20100826"``, ``"rmi-20210704"``.
+    chunks : optional
+        ``None`` loads the values now; otherwise a dask-backed Dataset (see
+        :func:`xnowcast.io.open_radar`).
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(time, y, x)``, variable ``precipitation`` (mm h-1) or
+        ``reflectivity`` (dBZ), a ``crs`` grid mapping, and attributes naming
+        the dataset and its licence.
+
+    Raises
+    ------
+    DatasetError
+        Unknown name (the message lists the valid ones) or a failed fetch.
+    """
+    info = _info(name)
+    if info is SAMPLE:
+        path = _sample_path()
+        if chunks is None:
+            with xr.open_dataset(path) as ds:
+                return ds.load()
+        return xr.open_dataset(path, chunks=chunks)
+
+    from xnowcast.io import open_radar
+
+    ds = open_radar(fetch(name), format=info.format, chunks=chunks)
+    ds.attrs.update(
+        {
+            "xnowcast_dataset": name,
+            "license": info.licence,
+            "references": f"{BASE_URL}{info.prefix}",
+        }
+    )
+    return ds
