@@ -14,10 +14,11 @@ from importlib.metadata import version as _version
 
 from xnowcast import accessors as _accessors  # noqa: F401  (registers .nowcast/.downscale)
 from xnowcast.api import downscale, nowcast, verify
+from xnowcast.datasets import list_datasets, open_dataset
 from xnowcast.errors import (
     CoordinateError,
-    DatasetError,
     DataValueError,
+    DatasetError,
     ModelError,
     RadarFormatError,
     TimeAxisError,

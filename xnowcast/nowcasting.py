@@ -60,7 +60,7 @@ def _window_indices(
                 f"{np.datetime_as_string(times[-1], unit='s')}): choose one of da.time."
             )
         wanted = [init - k * step for k in range(frames - 1, -1, -1)]
-        missing = [np.datetime_as_string(t, unit="s") for t in wanted if t not in position]
+        missing = [str(np.datetime_as_string(t, unit="s")) for t in wanted if t not in position]
         if missing:
             have = sum(t in position for t in wanted)
             reason = (

@@ -266,3 +266,13 @@ register(
         default_config="default",
     )
 )
+register(
+    ModelSpec(
+        name="trilinear",
+        task="downscale",
+        builder="xnowcast.models.interpolation:build_trilinear",
+        summary="Linear interpolation in time, bilinear in space: the interpolation baseline.",
+        reference="Chen, Qin & Dai (2022), Front. Earth Sci. 10:887842 (baseline)",
+        default_config="default",
+    )
+)
