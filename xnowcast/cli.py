@@ -1,0 +1,290 @@
+"""The ``xnowcast`` command: a thin layer over :mod:`xnowcast.api`.
+
+Errors a user can fix are printed as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+
+class UsageError(Exception):
+    """A bad command line (reported as one line, exit code 2)."""
+
+
+def _open(path: str, var: str | None = None) -> Any:
+    """A NetCDF/zarr file, a radar file glob, or a dataset name (``sample``, ``rmi-20210704``)."""
+    import xarray as xr
+
+    import xnowcast
+
+    p = Path(path)
+    if p.suffix == ".zarr" or (p.is_dir() and (p / ".zmetadata").exists()):
+        return xr.open_zarr(p)
+    if p.suffix in (".nc", ".nc4", ".netcdf") and p.exists():
+        return xr.open_dataset(p)
+    if any(ch in path for ch in "*?[") or p.exists():
+        return xnowcast.open_radar(path)
+    if path in {d["name"] for d in xnowcast.list_datasets()}:
+        return xnowcast.open_dataset(path)
+    raise UsageError(
+        f"cannot open {path!r}: not a NetCDF/zarr file, radar files, or a dataset name"
+    )
+
+
+def _write(obj: Any, path: str) -> None:
+    import xarray as xr
+
+    out = obj.to_dataset(name=obj.name or "precipitation") if isinstance(obj, xr.DataArray) else obj
+    if str(path).endswith(".zarr"):
+        out.to_zarr(path, mode="w")
+    else:
+        out.to_netcdf(path)
+    print(f"wrote {path}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    import xnowcast
+
+    ds = _open(args.input)
+    init = args.init_time
+    fc = xnowcast.nowcast(
+        ds,
+        model=args.model,
+        steps=args.steps,
+        members=args.members,
+        init_time=None if init is None else (init[0] if len(init) == 1 else init),
+        var=args.var,
+        device=args.device,
+        seed=args.seed,
+        weights=args.weights,
+    )
+    _write(fc, args.output)
+
+
+def _cmd_downscale(args: argparse.Namespace) -> None:
+    import xnowcast
+
+    ds = _open(args.input)
+    fine = xnowcast.downscale(
+        ds,
+        factor=args.factor,
+        time_factor=args.time_factor,
+        model=args.model,
+        var=args.var,
+        device=args.device,
+        weights=args.weights,
+    )
+    _write(fine, args.output)
+
+
+def _cmd_verify(args: argparse.Namespace) -> None:
+    import xnowcast
+
+    fc = _open(args.forecast)
+    obs = _open(args.observations)
+    scores = xnowcast.verify(
+        fc, obs, metrics=args.metrics, thresholds=args.thresholds, var=args.var
+    )
+    print(scores.to_dataframe().to_string() if scores.sizes else scores)
+    if args.output:
+        _write(scores, args.output)
+
+
+def _cmd_datasets(args: argparse.Namespace) -> None:
+    import xnowcast
+
+    if args.action == "list":
+        for d in xnowcast.list_datasets():
+            print(f"{d['name']:<16} {d.get('description', d.get('source', ''))}")
+        return
+    if not args.name:
+        raise UsageError("datasets fetch needs a NAME (see `xnowcast datasets list`)")
+    ds = xnowcast.open_dataset(args.name)
+    print(f"{args.name}: {dict(ds.sizes)}")
+
+
+def _cmd_models(args: argparse.Namespace) -> None:
+    from xnowcast.registry import MODELS
+
+    for name in sorted(MODELS):
+        spec = MODELS[name]
+        weights = spec.default_weights or "-"
+        print(f"{name:<14} {spec.task:<9} weights: {weights:<24} {spec.summary}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from xnowcast.training.cli import run_training
+
+    run_training(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from xnowcast.demo import run_demo
+
+    run_demo(Path(args.out), members=args.members, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``xnowcast`` command."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="xnowcast",
+        description="Deep-learning precipitation nowcasting and downscaling for xarray.",
+        formatter_class=fmt,
+        epilog="Run `xnowcast COMMAND --help` for the options and examples of each command.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, examples: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            formatter_class=fmt,
+            epilog="examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  "),
+        )
+        return p
+
+    p = add(
+        "predict",
+        "Nowcast from radar frames.",
+        """
+        xnowcast predict radar.nc --model dgmr --steps 18 --members 8 -o forecast.nc
+        xnowcast predict 'radar/*.h5' --model extrapolation -o forecast.nc
+        xnowcast predict sample --model persistence --steps 6 -o persistence.nc
+    """,
+    )
+    p.add_argument("input", help="NetCDF/zarr file, radar files (glob), or a dataset name")
+    p.add_argument("--model", default="dgmr", help="nowcast model (default: dgmr)")
+    p.add_argument("--steps", type=int, default=18, help="lead times (default: 18)")
+    p.add_argument("--members", type=int, default=1, help="ensemble members (default: 1)")
+    p.add_argument(
+        "--init-time", nargs="+", default=None, help="initialisation time(s); default: the last"
+    )
+    p.add_argument("--var", default=None, help="variable name in the input Dataset")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--weights", default="default", help="shipped weights name or a .safetensors path"
+    )
+    p.add_argument("-o", "--output", required=True, help="output .nc or .zarr")
+    p.set_defaults(func=_cmd_predict)
+
+    p = add(
+        "downscale",
+        "Downscale coarse, infrequent fields to fine, frequent ones.",
+        """
+        xnowcast downscale coarse.nc --factor 2 --time-factor 2 -o fine.nc
+        xnowcast downscale coarse.nc --model trilinear -o fine.nc
+    """,
+    )
+    p.add_argument("input")
+    p.add_argument("--factor", type=int, default=2)
+    p.add_argument("--time-factor", type=int, default=2)
+    p.add_argument("--model", default="auto")
+    p.add_argument("--var", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--weights", default="default")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=_cmd_downscale)
+
+    p = add(
+        "verify",
+        "Score a forecast against observations.",
+        """
+        xnowcast verify forecast.nc radar.nc --metrics csi fss crps
+        xnowcast verify forecast.nc sample --thresholds 1 4 8 -o scores.nc
+    """,
+    )
+    p.add_argument("forecast")
+    p.add_argument("observations")
+    p.add_argument("--metrics", nargs="+", default=["csi", "hss", "fss", "crps"])
+    p.add_argument("--thresholds", nargs="+", type=float, default=[1.0, 4.0, 8.0])
+    p.add_argument("--var", default=None)
+    p.add_argument("-o", "--output", default=None)
+    p.set_defaults(func=_cmd_verify)
+
+    p = add(
+        "train",
+        "Train a model on your own radar archive.",
+        """
+        xnowcast train dgmr --data 'radar/*.nc' --out weights/ --steps 2000
+        xnowcast train zsm --data archive.zarr --out weights/ --steps 5000
+    """,
+    )
+    p.add_argument("model", help="dgmr, zsm, fczsm, unet or unet3d")
+    p.add_argument(
+        "--data", nargs="+", required=True, help="training data: files, globs or dataset names"
+    )
+    p.add_argument("--val-data", nargs="+", default=None, help="held-out validation data")
+    p.add_argument("--out", required=True, help="output directory for checkpoints and weights")
+    p.add_argument("--config", default="small")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resume", default=None, help="checkpoint to resume from")
+    p.set_defaults(func=_cmd_train)
+
+    p = add(
+        "datasets",
+        "List or fetch the real radar events.",
+        """
+        xnowcast datasets list
+        xnowcast datasets fetch rmi-20210704
+    """,
+    )
+    p.add_argument("action", choices=["list", "fetch"])
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=_cmd_datasets)
+
+    p = add(
+        "models",
+        "List the models and their shipped weights.",
+        """
+        xnowcast models list
+    """,
+    )
+    p.add_argument("action", choices=["list"])
+    p.set_defaults(func=_cmd_models)
+
+    p = add(
+        "demo",
+        "Nowcast and downscale the bundled real radar sample; write NetCDF and a PNG.",
+        """
+        xnowcast demo --out demo-output
+    """,
+    )
+    p.add_argument("--out", default="demo-output")
+    p.add_argument("--members", type=int, default=4)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    from xnowcast.errors import XnowcastError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (UsageError, XnowcastError, FileNotFoundError, ValueError) as err:
+        message = " ".join(str(err).split())
+        print(f"xnowcast {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
