@@ -169,13 +169,17 @@ def resolve_config(
     """A full config dict from a preset name or from a dict of overrides.
 
     A dict may name its preset under ``"preset"`` (default ``"default"``);
-    its other keys override that preset's; unknown keys are an error.
+    its other keys override that preset's; unknown keys are an error.  The
+    keys ``"model"``, ``"factor"`` and ``"time_factor"`` of a config read back
+    from a weights file are ignored (the builder's arguments set the factors).
     """
     if isinstance(config, str):
         key = config
         overrides: dict[str, Any] = {}
     elif isinstance(config, dict):
-        overrides = dict(config)
+        overrides = {
+            k: v for k, v in config.items() if k not in ("model", "factor", "time_factor")
+        }
         key = overrides.pop("preset", "default")
     else:
         raise ModelError(f"config of {name!r} must be a preset name or a dict, not {config!r}")
@@ -185,7 +189,7 @@ def resolve_config(
         choices = sorted(k for k in presets if k != "default")
         raise ModelError(f"{name!r} has no config {key!r}; choose one of {choices}")
     resolved = dict(presets[key])
-    unknown = sorted(set(overrides) - set(resolved) - {"factor", "time_factor", "window"})
+    unknown = sorted(set(overrides) - set(resolved))
     if unknown:
         raise ModelError(f"unknown config keys for {name!r}: {unknown}; known: {sorted(resolved)}")
     resolved.update(overrides)
@@ -280,7 +284,7 @@ class Trilinear(DownscaleModel):
 
 TRILINEAR_CONFIGS: dict[str, dict[str, Any]] = {
     "default": {"preset": "plain"},
-    "plain": {"in_channels": 1, "window": 4},
+    "plain": {"in_channels": 1, "window": 4, "static_channels": 0, "static_names": []},
 }
 
 
@@ -310,4 +314,6 @@ def build_trilinear(
     """The trilinear baseline; any integer ``factor`` and ``time_factor`` >= 1."""
     check_factors("trilinear", factor, time_factor, None, None)
     cfg = resolve_config("trilinear", config, TRILINEAR_CONFIGS)
+    if int(cfg["static_channels"]) or cfg["static_names"]:
+        raise ModelError("trilinear takes no static fields")
     return Trilinear(factor, time_factor, int(cfg["in_channels"]), int(cfg["window"]))

@@ -476,8 +476,6 @@ def build_model(
         Spatial and temporal refinement; an unsupported value raises
         :class:`~xnowcast.errors.ModelError` naming the supported ones.
     """
-    if isinstance(config, dict):
-        config = {k: v for k, v in config.items() if k not in ("model", "factor", "time_factor")}
     if name == "zsm":
         return build_zsm(config, factor, time_factor)
     if name == "fczsm":
