@@ -18,7 +18,7 @@ FILL_CODES = (-9999.0, -999.0, -200.0, -100.0, -32768.0, 65535.0, 255.0)
 
 
 def check_precipitation_values(
-    values: np.ndarray, units: str, *, frame_axis: int | None = 1
+    values: np.ndarray, units: str, *, frame_axis: int | None = 1, require_data: bool = True
 ) -> None:
     """Refuse values that cannot be right.
 
@@ -31,20 +31,32 @@ def check_precipitation_values(
     frame_axis
         The axis of time frames: a frame that is entirely NaN is refused (it is a
         gap, not missing pixels).  None skips that check.
+    require_data
+        Refuse input that is entirely NaN.  False for one block of a longer, lazily
+        processed series, where an all-missing block is legitimate (its output is NaN).
 
     Raises
     ------
     DataValueError
-        For all-NaN input, an all-NaN frame, leftover no-data codes, or negative rain.
+        For all-NaN input, an all-NaN frame, leftover no-data codes, infinite values,
+        or negative rain.
+
+    Notes
+    -----
+    Only NaN means missing.  ``-inf`` dBZ is the reflectivity of no rain (what
+    :func:`~xnowcast.units.rain_rate_to_dbz` gives for 0 mm/h), so it counts as data.
     """
-    finite = np.isfinite(values)
-    if not finite.any():
+    values = np.asarray(values)
+    present = ~np.isnan(values)
+    if not present.any():
+        if not require_data:
+            return
         raise DataValueError(
             "The input is entirely NaN (no valid radar data): check the selection, or the "
             "masking of no-data values when the data were read."
         )
     if frame_axis is not None and values.ndim > 2:
-        per_frame = finite.any(axis=(-2, -1))
+        per_frame = present.any(axis=(-2, -1))
         if not per_frame.all():
             missing = int((~per_frame).sum())
             raise DataValueError(
@@ -52,8 +64,14 @@ def check_precipitation_values(
                 "the time series. Choose an init_time whose input frames all exist, or fill the "
                 "gap (e.g. interpolate in time) first."
             )
-    data = values[finite]
+    data = values[present]
     kind = unit_kind(units)
+    positive_inf = int(np.count_nonzero(np.isposinf(data)))
+    if positive_inf:
+        raise DataValueError(
+            f"The input holds {positive_inf} infinite values: mask them as missing first, "
+            "e.g. da = da.where(np.isfinite(da))."
+        )
     for code in FILL_CODES:
         hits = np.count_nonzero(data == code)
         # a negative code is never rain; a large positive one is suspicious only when frequent
