@@ -20,6 +20,7 @@ This module never imports torch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,7 +224,7 @@ def convert_values(
     kf, kt = unit_kind(from_units), unit_kind(to_units)
     if not np.issubdtype(values.dtype, np.floating):
         values = values.astype(np.float64)
-    if kf == kt and kf != "depth":
+    if kf == kt:
         if kf == "dbz":
             return values.copy()
         context = ("water",) if kf == "flux" else ()
@@ -298,6 +299,9 @@ def _infer_step(da: Any) -> Any:
     return None
 
 
+_THRESHOLD = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(.*)$")
+
+
 def to_data_units(
     value: Any, data_units: str, *, time_step: Any = None, zr: ZRRelation = MARSHALL_PALMER
 ) -> float:
@@ -309,14 +313,12 @@ def to_data_units(
     if isinstance(value, (int, float, np.integer, np.floating)):
         return float(value)
     if isinstance(value, str):
-        text = value.strip()
-        number, _, unit_text = text.partition(" ")
-        try:
-            magnitude = float(number)
-        except ValueError:
+        match = _THRESHOLD.match(value)
+        if match is None:
             raise UnitsError(
                 f"Cannot read the threshold {value!r}: write a number and units, e.g. '1 mm/h'."
-            ) from None
+            )
+        magnitude, unit_text = float(match.group(1)), match.group(2).strip()
         if not unit_text:
             return magnitude
         return float(convert_values(magnitude, unit_text, data_units, time_step=time_step, zr=zr))
