@@ -144,10 +144,25 @@ def load_state_dict(
                 f"{path} could not be loaded safely (weights_only=True): {err}. "
                 "Convert it to safetensors."
             ) from None
-        if not isinstance(state, dict):
-            raise WeightsError(f"{path} does not hold a state dict of tensors.")
+        if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+        ):
+            raise WeightsError(
+                f"{path} does not hold a state dict of tensors (name -> tensor): save "
+                "model.state_dict() only, or convert it to safetensors."
+            )
         return state, {}
     raise WeightsError(f"Weights must be .safetensors (or .pt/.pth tensors only), not {path.name}.")
+
+
+def _encode_metadata(value: Any) -> str:
+    """A metadata value as text: JSON, except plain strings that JSON would not read back."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except (json.JSONDecodeError, ValueError):
+            return value  # stays readable as plain text by other safetensors tools
+    return json.dumps(value)
 
 
 def save_weights(
@@ -158,7 +173,7 @@ def save_weights(
     """Write a safetensors file with JSON-encoded metadata; return its sha256."""
     from safetensors.torch import save_file
 
-    encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    encoded = {k: _encode_metadata(v) for k, v in metadata.items()}
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=encoded)
