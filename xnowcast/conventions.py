@@ -181,6 +181,12 @@ def time_step(da: xr.DataArray, time_dim: str | None = None) -> np.timedelta64:
             f"da.assign_coords({dim}=...)."
         )
     times = da[dim].values
+    if times.dtype == object and times.size and hasattr(times.flat[0], "calendar"):
+        raise TimeAxisError(
+            f"The time coordinate {dim!r} holds cftime dates (calendar "
+            f"{times.flat[0].calendar!r}): convert them to numpy datetimes, e.g. "
+            f"da.convert_calendar('standard', dim={dim!r}, use_cftime=False)."
+        )
     if not np.issubdtype(times.dtype, np.datetime64):
         raise TimeAxisError(
             f"The time coordinate {dim!r} holds {times.dtype}, not datetimes: decode it "
