@@ -1,0 +1,84 @@
+"""Verification scores on arrays: categorical, continuous, neighbourhood, structural, spectral.
+
+The functions here take DataArrays (or numpy arrays, for :func:`ssim` and
+:func:`rapsd`) whose dims are named by the caller, thresholds in the data's
+units and window sizes in grid cells; they know nothing of CF conventions,
+units or forecast alignment, which :func:`xnowcast.verification.verify` adds.
+Missing values (NaN) in either field are left out of every score.  Everything
+is lazy on dask input.  This package never imports torch.
+
+=================  ==========================================================
+module             scores
+=================  ==========================================================
+``categorical``    CSI, HSS, POD, FAR, frequency bias, ETS (``xskillscore.Contingency``)
+``continuous``     MSE, MAE, RMSE, mean error, CRPS (``xskillscore.crps_ensemble``)
+``spatial``        fractions skill score, average/max pooling
+``structural``     SSIM (FC-ZSM paper)
+``spectral``       radially averaged power spectral density
+``registry``       metric metadata (:class:`MetricInfo`)
+=================  ==========================================================
+"""
+
+from xnowcast.metrics.categorical import (
+    CATEGORICAL_SCORES,
+    categorical_score,
+    categorical_scores,
+    contingency,
+    csi,
+    ets,
+    far,
+    fbias,
+    hss,
+    pod,
+)
+from xnowcast.metrics.continuous import crps, mae, mean_error, mse, rmse
+from xnowcast.metrics.registry import (
+    METRICS,
+    MetricError,
+    MetricInfo,
+    available_metrics,
+    metric_info,
+)
+from xnowcast.metrics.spatial import (
+    FSS_TERMS,
+    fss,
+    fss_from_terms,
+    fss_terms,
+    fss_terms_array,
+    pool,
+)
+from xnowcast.metrics.spectral import rapsd, rapsd_wavenumbers
+from xnowcast.metrics.structural import ssim, ssim_terms_array
+
+__all__ = [
+    "CATEGORICAL_SCORES",
+    "FSS_TERMS",
+    "METRICS",
+    "MetricError",
+    "MetricInfo",
+    "available_metrics",
+    "categorical_score",
+    "categorical_scores",
+    "contingency",
+    "crps",
+    "csi",
+    "ets",
+    "far",
+    "fbias",
+    "fss",
+    "fss_from_terms",
+    "fss_terms",
+    "fss_terms_array",
+    "hss",
+    "mae",
+    "mean_error",
+    "metric_info",
+    "mse",
+    "pod",
+    "pool",
+    "rapsd",
+    "rapsd_wavenumbers",
+    "rmse",
+    "ssim",
+    "ssim_terms_array",
+]
