@@ -74,8 +74,10 @@ def check_precipitation_values(
         )
     for code in FILL_CODES:
         hits = np.count_nonzero(data == code)
-        # a negative code is never rain; a large positive one is suspicious only when frequent
-        if hits and (code < 0 or (kind != "dbz" and hits > 0.01 * data.size)):
+        # a negative code is never rain and no echo reaches 100 dBZ; a large positive rain
+        # rate is suspicious only when frequent
+        impossible = code < 0 or (kind == "dbz" and code >= 100)
+        if hits and (impossible or hits > 0.01 * data.size):
             raise DataValueError(
                 f"The input holds {hits} values equal to {code:g}, a usual no-data code: mask "
                 f"them first, e.g. da = da.where(da != {code:g}), so they are treated as missing."
