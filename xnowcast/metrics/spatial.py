@@ -94,7 +94,7 @@ def fss_terms_array(
         raise MetricError(
             f"The FSS window ({wy} x {wx} cells) is larger than the field ({ny} x {nx})."
         )
-    known = np.isfinite(f) & np.isfinite(o)
+    known = ~(np.isnan(f) | np.isnan(o))  # -inf (0 mm/h in dBZ) is data, not missing
     event_f = np.greater_equal(
         f, np.float64(threshold), where=known, out=np.zeros(f.shape, dtype=bool)
     )

@@ -14,7 +14,8 @@ the product equals ``(2 mu_a mu_b + c1)(2 sigma_ab + c2) /
 here.  Windows are uniform, the (co)variances use the unbiased ``N - 1``
 normalisation, and only windows wholly inside the field are scored (the
 conventions of ``skimage.metrics.structural_similarity``'s defaults).  A window
-touching a missing value in either field is left out.  The result is the mean
+touching a missing (NaN) or infinite value in either field (e.g. ``-inf``
+dBZ, which has no mean) is left out.  The result is the mean
 over the scored windows.
 """
 

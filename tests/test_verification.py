@@ -1,0 +1,250 @@
+"""`verify`: alignment by valid time, units, missing data, laziness, and a real event."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+
+from xnowcast.errors import CoordinateError, TimeAxisError
+from xnowcast.metrics import MetricError, metric_info
+from xnowcast.testing import moving_storm
+from xnowcast.units import convert_dataarray, ureg
+from xnowcast.verification import align_observations, power_spectrum, verify
+
+STEP = np.timedelta64(5, "m")
+
+
+def persistence(obs: xr.DataArray, init_index, steps: int, members: int = 0) -> xr.DataArray:
+    """The last observed frame held for ``steps`` lead times, in the forecast format."""
+    lead = (np.arange(1, steps + 1) * STEP).astype("timedelta64[ns]")
+    fields = obs.isel(time=list(init_index)).rename(time="init_time")
+    fc = fields.expand_dims(lead_time=lead).transpose("init_time", "lead_time", ...)
+    if members:
+        fc = fc.expand_dims(member=np.arange(members), axis=2)
+    fc = fc.assign_coords(valid_time=fc.init_time + fc.lead_time)
+    fc.attrs = dict(obs.attrs)
+    return fc
+
+
+@pytest.fixture(scope="module")
+def storm() -> xr.DataArray:
+    return moving_storm(frames=14, shape=(40, 36), velocity=(1.0, 2.0), seed=3)
+
+
+def _raise_if_computed(*args, **kwargs):
+    raise AssertionError("a dask graph was computed before .compute()")
+
+
+def test_verify_aligns_valid_times_and_returns_tidy_scores(storm):
+    fc = persistence(storm, [2, 6], steps=4)
+    scores = verify(fc, storm, metrics=["csi", "fss", "crps", "rmse"], fss_window=(1, 3))
+    assert scores.csi.dims == ("lead_time", "threshold", "scale")
+    assert scores.fss.dims == ("lead_time", "threshold", "window")
+    assert scores.crps.dims == ("lead_time", "scale")
+    assert scores.sizes == {"lead_time": 4, "threshold": 3, "scale": 1, "window": 2}
+    assert list(scores.threshold_label.values) == ["1 mm/h", "4 mm/h", "8 mm/h"]
+    # the score at lead 10 min is the score of the fields 2 frames ahead of each init
+    obs_at = storm.isel(time=[4, 8]).rename(time="init_time")
+    hand = verify(
+        fc.isel(lead_time=[1]),
+        storm,
+        metrics=["csi"],
+    ).csi.isel(lead_time=0, scale=0)
+    fc_np = fc.isel(lead_time=1).values >= 4
+    ob_np = obs_at.values >= 4
+    a = np.sum(fc_np & ob_np)
+    b = np.sum(fc_np & ~ob_np)
+    c = np.sum(~fc_np & ob_np)
+    assert float(hand.sel(threshold=4)) == pytest.approx(a / (a + b + c))
+    assert float(scores.csi.sel(threshold=4, scale=1).isel(lead_time=1)) == pytest.approx(
+        a / (a + b + c)
+    )
+    info = metric_info("csi")
+    assert scores.csi.attrs["long_name"] == info.long_name
+    assert scores.csi.attrs["better"] == "higher"
+    assert scores.crps.attrs["units"] == storm.attrs["units"]
+    assert scores.threshold.attrs["units"] == storm.attrs["units"]
+
+
+def test_persistence_of_a_moving_storm_loses_skill(storm):
+    scores = verify(persistence(storm, [2, 5], steps=6), storm, metrics=["csi", "fss", "crps"])
+    csi = scores.csi.sel(threshold=1, scale=1).values
+    assert np.all(np.diff(csi) < 0)
+    assert np.all(np.diff(scores.crps.sel(scale=1).values) > 0)
+
+
+def test_missing_valid_times_give_nan_and_no_overlap_is_an_error(storm):
+    fc = persistence(storm, [8], steps=6)  # valid times run past the last observation
+    part = storm.isel(time=slice(0, 12))
+    scores = verify(fc, part, metrics=["csi", "mae"])
+    observed = fc.valid_time.values.ravel() <= part.time.values[-1]
+    assert np.isfinite(scores.mae.isel(scale=0).values[observed]).all()
+    assert np.isnan(scores.mae.isel(scale=0).values[~observed]).all()
+    with pytest.raises(TimeAxisError, match="No valid time"):
+        verify(fc, storm.isel(time=slice(0, 5)))
+
+
+def test_missing_observations_are_excluded_not_counted_as_no_rain(storm):
+    fc = persistence(storm, [3], steps=3)
+    obs_at = align_observations(fc, storm)
+    # hide the observations exactly where the forecast has rain the radar did not see
+    false_alarm = (fc >= 1) & (obs_at < 1)
+    gappy = storm.copy()
+    gappy.loc[{"time": fc.valid_time.values.ravel()}] = obs_at.where(~false_alarm).values[0]
+    scores = verify(fc, gappy, metrics=["csi"], thresholds=[1]).csi.sel(threshold=1, scale=1)
+    as_no_rain = verify(fc, gappy.fillna(0.0), metrics=["csi"], thresholds=[1]).csi
+    f = fc.values[0] >= 1
+    o = obs_at.values[0] >= 1
+    keep = ~false_alarm.values[0]
+    a = np.sum(f & o & keep, axis=(1, 2))
+    c = np.sum(~f & o & keep, axis=(1, 2))
+    b = np.sum(f & ~o & keep, axis=(1, 2))
+    assert np.all(b == 0)
+    np.testing.assert_allclose(scores.values, a / (a + b + c))
+    assert np.all(scores.values > as_no_rain.sel(threshold=1, scale=1).values + 0.01)
+
+
+def test_missing_forecast_pixels_are_excluded(storm):
+    fc = persistence(storm, [3], steps=3)
+    holed = fc.where(fc.x > fc.x[10])
+    obs_cut = storm.where(storm.x > storm.x[10])
+    a = verify(holed, storm, metrics=["csi", "mae", "fss"])
+    b = verify(fc, obs_cut, metrics=["csi", "mae", "fss"])
+    xr.testing.assert_allclose(a, b)
+
+
+def test_dbz_forecast_at_a_rain_rate_threshold(storm):
+    fc = persistence(storm, [2, 4], steps=4)
+    fc_dbz = convert_dataarray(fc, "dBZ")
+    metrics = ["csi", "hss", "fss", "pod"]
+    in_dbz = verify(fc_dbz, storm, metrics=metrics, thresholds=["1 mm/h", ureg.Quantity(4, "mm/h")])
+    in_mmh = verify(fc, storm, metrics=metrics, thresholds=[1, 4])
+    assert in_dbz.threshold.attrs["units"] == "dBZ"
+    np.testing.assert_allclose(in_dbz.threshold, [23.0103, 32.6433], atol=1e-4)
+    for name in metrics:
+        np.testing.assert_allclose(in_dbz[name].values, in_mmh[name].values, rtol=1e-12)
+    # observations in another unit are converted to the forecast's
+    obs_per_5min = convert_dataarray(storm, "mm", time_step=STEP)
+    xr.testing.assert_allclose(
+        verify(fc, obs_per_5min, metrics=["csi", "mae"])[["csi", "mae"]],
+        verify(fc, storm, metrics=["csi", "mae"])[["csi", "mae"]],
+    )
+
+
+def test_verify_is_lazy_on_chunked_input_and_equals_eager(storm):
+    fc = persistence(storm, [2, 5, 7], steps=4, members=3)
+    fc = fc + xr.DataArray([0.0, 0.4, -0.3], dims="member")
+    fc.attrs = dict(storm.attrs)
+    metrics = ["csi", "hss", "pod", "far", "fbias", "ets", "crps"]
+    metrics += ["mse", "mae", "rmse", "bias", "fss", "ssim"]
+    storm_d = storm.where(storm.y > storm.y[3]).chunk({"time": 3, "y": 20, "x": 18})
+    fc_d = fc.chunk({"init_time": 1, "y": 20, "x": 18})
+    with dask.config.set(scheduler=_raise_if_computed):
+        lazy = verify(fc_d, storm_d.to_dataset(), metrics=metrics, scales=(1, 4), fss_window=(1, 5))
+        assert all(v.chunks is not None for v in lazy.data_vars.values())
+    eager = verify(fc, storm.where(storm.y > storm.y[3]), metrics, scales=(1, 4), fss_window=(1, 5))
+    xr.testing.assert_allclose(lazy.compute(scheduler="sync"), eager)
+
+
+def test_crps_of_a_deterministic_forecast_is_its_mae(storm):
+    scores = verify(persistence(storm, [2, 6], steps=4), storm, metrics=["crps", "mae"])
+    xr.testing.assert_allclose(scores.crps.drop_attrs(), scores.mae.drop_attrs())
+
+
+def test_identical_members_score_like_the_deterministic_forecast(storm):
+    det = persistence(storm, [2], steps=3)
+    ens = persistence(storm, [2], steps=3, members=2)
+    names = ["csi", "fss", "rmse", "crps"]
+    xr.testing.assert_allclose(verify(ens, storm, names), verify(det, storm, names))
+
+
+def test_scales_and_windows_in_km(storm):
+    fc = persistence(storm, [2], steps=2)
+    in_km = verify(fc, storm, ["csi", "fss"], scales=("4 km",), fss_window="3 km")
+    in_cells = verify(fc, storm, ["csi", "fss"], scales=(4,), fss_window=3)
+    xr.testing.assert_identical(in_km.drop_attrs(), in_cells.drop_attrs())
+    with pytest.raises(MetricError, match="whole number"):
+        verify(fc, storm, ["csi"], scales=("2.5 km",))
+    max_pooled = verify(fc, storm, ["csi"], scales=(1, 4), pooling="max")
+    assert max_pooled.csi.attrs["pooling"] == "max"
+    assert not np.allclose(max_pooled.csi.sel(scale=4), in_cells.csi.sel(scale=4))
+
+
+def test_bad_requests_have_clear_errors(storm):
+    fc = persistence(storm, [2], steps=2)
+    with pytest.raises(MetricError, match="Valid metrics: csi"):
+        verify(fc, storm, metrics=["csi", "accuracy"])
+    with pytest.raises(CoordinateError, match="spatial dims"):
+        verify(fc, storm, metrics=["fss"], dim=["init_time"])
+    with pytest.raises(CoordinateError, match="valid_time"):
+        verify(fc.drop_vars(["valid_time", "init_time"]), storm)
+    shifted = storm.assign_coords(x=storm.x + 500.0)
+    with pytest.raises(CoordinateError, match="do not contain the forecast grid"):
+        verify(fc, shifted)
+
+
+def test_observations_on_a_larger_grid_are_cut_to_the_forecast(storm):
+    fc = persistence(storm, [2], steps=3).isel(y=slice(5, 30), x=slice(4, 30))
+    whole = verify(fc, storm, metrics=["csi", "mae"])
+    cut = verify(fc, storm.isel(y=slice(5, 30), x=slice(4, 30)), metrics=["csi", "mae"])
+    xr.testing.assert_allclose(whole, cut)
+
+
+def test_power_spectrum_of_fields(storm):
+    spectra = power_spectrum(storm.isel(time=slice(0, 3)))
+    assert spectra.dims == ("time", "wavenumber")
+    assert spectra.wavelength.attrs["units"] == "km"
+    assert spectra.attrs["units"] == "mm2 h-2"
+    # 36 x 40 grid of 1 km: bins of 1/40 km-1
+    assert float(spectra.wavenumber[1]) == pytest.approx(1 / 40)
+    lazy = power_spectrum(storm.isel(time=slice(0, 3)).chunk({"time": 1, "y": 20}))
+    xr.testing.assert_allclose(lazy.compute(), spectra)
+
+
+# --------------------------------------------------------------------- a real event
+
+
+@pytest.fixture(scope="module")
+def rmi(shared_data):
+    from xnowcast.io import open_radar
+
+    return open_radar(str(shared_data / "radar" / "rmi" / "radqpe" / "20210704" / "*.hdf"))
+
+
+@pytest.fixture(scope="module")
+def rmi_persistence_scores(rmi):
+    fc = persistence(rmi.precipitation, [6, 18], steps=6)
+    return fc, verify(fc, rmi)
+
+
+def test_persistence_on_a_real_event(rmi_persistence_scores):
+    _, scores = rmi_persistence_scores
+    assert set(scores.data_vars) == {"csi", "hss", "fss", "crps"}
+    assert scores.csi.sizes == {"lead_time": 6, "threshold": 3, "scale": 1}
+    assert scores.fss.sizes == {"lead_time": 6, "threshold": 3, "window": 1}
+    for name in scores.data_vars:
+        assert np.isfinite(scores[name].values).all(), name
+    csi = scores.csi.isel(scale=0)
+    assert np.all(csi.diff("lead_time") < 0)  # skill falls with lead time at every threshold
+    assert np.all(csi.diff("threshold") < 0)  # and with intensity
+    assert np.all(scores.crps.isel(scale=0).diff("lead_time") > 0)
+    assert 0.45 < float(csi.sel(threshold=1).isel(lead_time=0)) < 0.7
+
+
+def test_real_event_csi_equals_pysteps_on_the_known_pairs(rmi_persistence_scores, rmi):
+    from pysteps.verification.detcatscores import det_cat_fct
+
+    fc, scores = rmi_persistence_scores
+    obs = align_observations(fc, rmi).values
+    pred = fc.values
+    known = np.isfinite(obs) & np.isfinite(pred)
+    for i in (0, 5):
+        p, o = pred[:, i][known[:, i]], obs[:, i][known[:, i]]
+        for thr in (1.0, 8.0):
+            # pysteps counts values > thr: the threshold just below gives ">= thr"
+            ref = det_cat_fct(p, o, np.nextafter(np.float32(thr), -np.inf), ["CSI", "HSS"])
+            got = scores.sel(threshold=thr).isel(lead_time=i, scale=0, window=0)
+            assert float(got.csi) == pytest.approx(ref["CSI"], rel=1e-9)
+            assert float(got.hss) == pytest.approx(ref["HSS"], rel=1e-9)
