@@ -44,9 +44,7 @@ def radar_colormap(missing: str = "0.75", no_rain: str = "white") -> Colormap:
     from matplotlib.colors import LinearSegmentedColormap
 
     cmap = LinearSegmentedColormap.from_list("xnowcast_radar", _RADAR_COLOURS, N=256)
-    cmap.set_bad(missing)
-    cmap.set_under(no_rain)
-    return cmap
+    return cmap.with_extremes(bad=missing, under=no_rain)
 
 
 def plot_scores(
