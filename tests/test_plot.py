@@ -64,7 +64,7 @@ def test_plot_scores_several_models_and_thresholds(forecast, storm):
 
 def test_plot_scores_on_given_axes(forecast, storm):
     scores = verify(forecast, storm, metrics=["crps"])
-    fig, (ax1, ax2) = plt.subplots(1, 2)
+    _, (ax1, ax2) = plt.subplots(1, 2)
     assert plot_scores(scores, "crps", ax=ax2) is ax2
     assert len(ax2.lines) == 1 and not ax1.lines
     assert ax2.get_ylabel() == "continuous ranked probability score [mm/h]"
