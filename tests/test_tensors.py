@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -107,7 +109,7 @@ def test_tile_starts_cover_with_overlap(size: int, tile: int, overlap: int) -> N
         return
     assert starts[-1] == size - tile  # the last tile ends at the edge
     assert starts == sorted(set(starts))
-    for a, b in zip(starts, starts[1:], strict=False):
+    for a, b in itertools.pairwise(starts):
         assert a + tile - b >= overlap  # neighbours overlap at least by `overlap`
 
 
