@@ -190,9 +190,11 @@ def _gradients(image: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _erode(mask: Tensor, radius: int) -> Tensor:
+    """Binary erosion of a 0/1 mask (N, C, H, W); outside the image counts as unobserved."""
     if radius <= 0:
         return mask
-    return -F.max_pool2d(-mask, kernel_size=2 * radius + 1, stride=1, padding=radius)
+    padded = F.pad(mask, (radius, radius, radius, radius), value=0.0)
+    return -F.max_pool2d(-padded, kernel_size=2 * radius + 1, stride=1)
 
 
 def dense_lucas_kanade(
@@ -258,6 +260,7 @@ def dense_lucas_kanade(
     else:
         weight = _erode(valid.to(images.dtype), margin)
     images = images * (weight > 0)
+    edge = math.ceil(2.0 * presmooth_sigma) + 1
 
     # Image pyramid: level k is 2**k times coarser; images averaged over valid pixels.
     pyramid = [(images, weight)]
@@ -275,8 +278,9 @@ def dense_lucas_kanade(
                 flow, size=img.shape[-2:], mode="bilinear", align_corners=False
             )
         img = gaussian_blur(img, presmooth_sigma)
-        # Only pixels whose whole neighbourhood was observed take part.
-        w = (w > 0.999).to(img.dtype)
+        # Only pixels whose whole neighbourhood was observed, and away from the image
+        # edge (rain leaving the domain looks like a fixed edge), take part.
+        w = _erode((w > 0.999).to(img.dtype), edge)
         first, second = img[:, :-1], img[:, 1:]
         w_first, w_second = w[:, :-1], w[:, 1:]
         pairs = t - 1
