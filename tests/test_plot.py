@@ -103,3 +103,11 @@ def test_plot_psd_lines(forecast, storm):
     spectrum = power_spectrum(storm.isel(time=slice(5, 9))).mean("time")
     np.testing.assert_allclose(ax.lines[0].get_data()[1], spectrum.values[1:])
     assert ax.get_xlabel() == "wavelength [km]"
+
+
+def test_plot_psd_refuses_to_draw_nothing(storm):
+    gappy = storm.isel(time=slice(3, 6)).where(lambda d: d.x > d.x[0])
+    with pytest.raises(ValueError, match="fill_value=0"):
+        plot_psd({"gappy": gappy})
+    ax = plot_psd({"gappy": gappy}, fill_value=0.0)
+    assert np.isfinite(ax.lines[0].get_data()[1]).all()

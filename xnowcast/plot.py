@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from xnowcast import conventions as cv
-from xnowcast.errors import CoordinateError
+from xnowcast.errors import CoordinateError, DataValueError
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -123,7 +123,7 @@ def plot_scores(
     ax.set_ylabel(long_name if units in ("1", "") else f"{long_name} [{units}]")
     title = metric.upper()
     for d in ("threshold", "scale", "window"):
-        if d in first.coords and d not in first.dims and not (d == "scale" and first[d] == 1):
+        if d in first.coords and d not in first.dims:
             title += f", {_describe(first, d)}"
     ax.set_title(title)
     if any(line.get_label() and not line.get_label().startswith("_") for line in ax.lines):
@@ -245,6 +245,7 @@ def plot_psd(
     *,
     ax: Axes | None = None,
     var: str | None = None,
+    fill_value: float | None = None,
     **line_kwargs: Any,
 ) -> Axes:
     """Radially averaged power spectra against wavelength (log-log), one line per entry.
@@ -259,6 +260,10 @@ def plot_psd(
         Axes to draw on; a new figure when ``None``.
     var
         Variable name for Dataset fields.
+    fill_value
+        Put in missing cells of fields before the transform (see
+        :func:`~xnowcast.verification.power_spectrum`); fields with missing
+        cells are otherwise left out of the average.
     **line_kwargs
         Passed to :meth:`matplotlib.axes.Axes.loglog`.
 
@@ -266,6 +271,11 @@ def plot_psd(
     -------
     matplotlib.axes.Axes
         Wavelength on the x axis, large scales on the left.
+
+    Raises
+    ------
+    DataValueError
+        When every field of an entry has a missing cell (no spectrum to draw).
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
@@ -277,10 +287,19 @@ def plot_psd(
     entries = {"": spectra} if isinstance(spectra, (xr.DataArray, xr.Dataset)) else dict(spectra)
     last: xr.DataArray | None = None
     for i, (label, item) in enumerate(entries.items()):
-        psd = item if "wavenumber" in getattr(item, "dims", ()) else power_spectrum(item, var=var)
+        if "wavenumber" in getattr(item, "dims", ()):
+            psd = item
+        else:
+            psd = power_spectrum(item, var=var, fill_value=fill_value)
         others = [d for d in psd.dims if d != "wavenumber"]
         mean = psd.mean(others) if others else psd
         mean = mean.isel(wavenumber=slice(1, None))  # the k = 0 bin has no wavelength
+        if not np.isfinite(mean.values).any():
+            raise DataValueError(
+                f"No spectrum for {label or 'the fields'!s}: every field has missing cells. "
+                "Crop to the observed domain first, or pass fill_value=0 to count them as "
+                "no rain."
+            )
         ax.loglog(
             mean["wavelength"].values,
             mean.values,
@@ -327,8 +346,10 @@ def _describe(da: xr.DataArray, dim: Hashable) -> str:
     if dim == "threshold" and "threshold_label" in da.coords:
         return f"≥ {da['threshold_label'].values}"
     value = da[dim].values
-    if dim in ("scale", "window"):
-        return f"{dim} {int(value)} cells"
+    if dim == "scale":
+        return "no pooling" if int(value) == 1 else f"pooled {int(value)}x{int(value)} cells"
+    if dim == "window":
+        return f"window {int(value)}x{int(value)} cells"
     return f"{dim} {value}"
 
 

@@ -74,7 +74,7 @@ def crps(
         dim=[],
     )
     reduce = [d for d in (_reduce(dim) or point.dims) if d != member_dim]
-    return point.where(known).mean(reduce, skipna=True)
+    return point.astype(np.float64).where(known).mean(reduce, skipna=True)
 
 
 def _reduce(dim: Dims) -> list[Hashable] | None:
