@@ -246,12 +246,6 @@ def test_units_keyword_supplies_missing_units(storm: xr.DataArray) -> None:
     np.testing.assert_array_equal(fine.values, storm.values)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fields.output_attrs copies the input's attrs, so the output of a call with units= "
-    "has no 'units' (or the input's wrong ones); nowcast()/downscale() should set "
-    "out.attrs['units'] = src_units (the units the values are in)",
-)
 def test_units_keyword_is_recorded_on_the_output(storm: xr.DataArray) -> None:
     bare = storm.copy()
     del bare.attrs["units"]
@@ -330,13 +324,6 @@ def test_nan_pixels_stay_nan_and_nothing_else_is_lost(storm: xr.DataArray) -> No
     np.testing.assert_array_equal(np.isnan(fine.values), coarse_nan)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime.run_downscale fills NaN with 0 before the model and downscaling._fine_mask "
-    "only blanks the refined cells of a missing coarse cell, so bilinear interpolation pulls "
-    "its valid neighbours towards 'no rain' (10 -> 8.1 mm/h); fix: mask-aware (normalised) "
-    "interpolation, or dilate the missing mask by the interpolation footprint",
-)
 def test_missing_cells_do_not_leak_as_no_rain_into_neighbours(storm: xr.DataArray) -> None:
     storm[:] = 10.0
     storm[:, 10, 10] = np.nan
@@ -453,17 +440,10 @@ def _off_grid(storm: xr.DataArray) -> xr.DataArray:
 
 
 def test_irregular_time_inside_the_window(storm: xr.DataArray, runs: list[str]) -> None:
-    refuse(_off_grid(storm), extrapolate, TimeAxisError, "input frames", runs=runs)
+    refuse(_off_grid(storm), extrapolate, TimeAxisError, "Irregular time axis", runs=runs)
     refuse(_off_grid(storm), trilinear, TimeAxisError, "Irregular time axis", runs=runs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nowcasting._input_step takes the smallest interval as the step and only checks "
-    "each model's window, so persistence (a 1-frame window) accepts times 15:20, 15:26 and "
-    "issues lead times on a 5-min grid from 15:26; fix: refuse intervals that are not whole "
-    "multiples of the step (gaps are multiples; off-grid times are not), listing them",
-)
 def test_off_grid_time_is_refused_by_persistence(storm: xr.DataArray) -> None:
     with pytest.raises(TimeAxisError, match=r"[Ii]rregular"):
         persist(_off_grid(storm))
@@ -769,12 +749,6 @@ def test_init_time_outside_the_data(storm: xr.DataArray, call: Call, runs: list[
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nowcasting._init_times converts init_time with np.asarray(..., 'datetime64[ns]') "
-    "unguarded, so 'yesterday' raises numpy's bare ValueError; fix: catch it and raise "
-    "TimeAxisError naming the data's first/last time",
-)
 def test_unreadable_init_time(storm: xr.DataArray) -> None:
     with pytest.raises(TimeAxisError, match="init_time"):
         persist(storm, init_time="yesterday")
@@ -917,13 +891,6 @@ def test_unknown_model_or_wrong_task(storm: xr.DataArray, runs: list[str]) -> No
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="batch_size, precision and device are not validated up front (runtime.py): "
-    "batch_size=0 gives 'range() arg 3 must not be zero', precision='fp16' a bare ValueError "
-    "from inside the run, device='tpu9' torch's RuntimeError; fix: check them in "
-    "nowcast()/downscale() and raise ModelError listing the valid values",
-)
 @pytest.mark.parametrize(
     "kwargs",
     [{"batch_size": 0}, {"batch_size": "big"}, {"precision": "fp16"}, {"device": "tpu9"}],
@@ -955,12 +922,6 @@ def test_dask_input_structure_checked_at_call_values_at_compute(
     assert runs == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="downscaling._downscale_block runs check_precipitation_values on each dask block, so "
-    "a block of frames that are all missing raises 'entirely NaN' while the same data eager "
-    "give NaN frames; fix: pass require_data=False (new in checks.py) from _lazy_blocks",
-)
 def test_dask_downscale_with_an_all_missing_block_equals_eager() -> None:
     field = moving_storm(frames=30, shape=(16, 16))
     field[:15] = np.nan
@@ -982,11 +943,6 @@ def test_changing_the_output_never_changes_the_input(storm: xr.DataArray) -> Non
     assert_unchanged(storm, before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fields.output_attrs copies the input's attrs shallowly, so a list or dict value "
-    "is shared: appending to the output's list changes the input; fix: copy.deepcopy(da.attrs)",
-)
 @pytest.mark.parametrize("call", [ALL_CALLS[0], ALL_CALLS[2]])
 def test_mutable_attribute_values_are_not_shared(storm: xr.DataArray, call: Call) -> None:
     out = call(storm)

@@ -19,7 +19,14 @@ import xarray as xr
 from xnowcast import conventions as cv
 from xnowcast.checks import check_precipitation_values
 from xnowcast.errors import CoordinateError, ModelError, TimeAxisError
-from xnowcast.fields import is_dask, output_attrs, package_version, positive_int, prepare_field
+from xnowcast.fields import (
+    check_run_options,
+    is_dask,
+    output_attrs,
+    package_version,
+    positive_int,
+    prepare_field,
+)
 from xnowcast.options import OPTIONS
 from xnowcast.registry import get_spec, weights_metadata
 from xnowcast.units import convert_values
@@ -86,12 +93,13 @@ def _downscale_block(
     static: np.ndarray | None,
     batch_size: int | str,
     progress: bool,
+    require_data: bool = True,
 ) -> np.ndarray:
     """``(T, C, h, w)`` in the data's units -> ``((T-1)*tf+1, h*f, w*f)`` in the data's units."""
     from xnowcast.runtime import run_downscale
 
     frames = np.asarray(frames, dtype=np.float32)
-    check_precipitation_values(frames[:, 0], units, frame_axis=None)
+    check_precipitation_values(frames[:, 0], units, frame_axis=None, require_data=require_data)
     precip = convert_values(frames[:, 0], units, _MODEL_UNITS, time_step=step).astype(np.float32)
     valid = np.isfinite(precip)
     model_input = frames.copy()
@@ -219,6 +227,7 @@ def downscale(
     """
     from xnowcast.runtime import ModelRequest, resolve_device
 
+    check_run_options(device, batch_size, "auto")
     da, axes, src_units = prepare_field(obj, var=var, units=units)
     name = ("fczsm" if static is not None else "zsm") if model == "auto" else model
     spec = get_spec(name, task="downscale")
@@ -294,7 +303,7 @@ def downscale(
         f"xnowcast {package_version()}: {spec.name} downscale, factor {factor}, "
         f"time_factor {time_factor}"
     )
-    out.attrs = output_attrs(da, spec, weights, line)
+    out.attrs = output_attrs(da, spec, weights, line, src_units)
     return out
 
 
@@ -322,7 +331,7 @@ def _lazy_blocks(data: Any, block: dict[str, Any]) -> Any:
             stop = count  # a tail shorter than a window joins this block
         frames = stop - start
         n_out = (frames - 1) * tf + 1
-        task = dask.delayed(_downscale_block)(data[start:stop], **block)
+        task = dask.delayed(_downscale_block)(data[start:stop], **block, require_data=False)
         piece = dsa.from_delayed(task, shape=(n_out, h * f, w * f), dtype=np.float32)
         # the frame shared with the previous block comes from the previous block, as in eager
         pieces.append(piece if i == 0 else piece[1:])

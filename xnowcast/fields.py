@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -66,10 +67,15 @@ def spatial_coords(da: xr.DataArray, axes: cv.Axes) -> dict[str, xr.DataArray]:
     return {name: coord for name, coord in da.coords.items() if axes.time not in coord.dims}
 
 
-def output_attrs(da: xr.DataArray, spec: Any, weights: Any, line: str) -> dict[str, Any]:
-    attrs = {k: v for k, v in da.attrs.items() if k not in ("history",)}
+def output_attrs(
+    da: xr.DataArray, spec: Any, weights: Any, line: str, units: str
+) -> dict[str, Any]:
+    """The output's attrs: the input's (deep-copied), the units the values are in, the model,
+    its weights and the package version, and a ``history`` line."""
+    attrs = {k: copy.deepcopy(v) for k, v in da.attrs.items() if k != "history"}
     attrs.update(
         {
+            "units": units,
             "xnowcast_model": spec.name,
             "xnowcast_version": package_version(),
             **{f"xnowcast_{k}": v for k, v in weights_record(spec, weights).items()},
@@ -78,6 +84,30 @@ def output_attrs(da: xr.DataArray, spec: Any, weights: Any, line: str) -> dict[s
     if "history" in da.attrs:
         attrs["history"] = da.attrs["history"]
     return cv.append_history(attrs, line)
+
+
+def check_run_options(device: Any, batch_size: Any, precision: Any) -> None:
+    """Refuse bad ``device``/``batch_size``/``precision`` values before any work is done."""
+    import torch
+
+    if not (
+        batch_size == "auto"
+        or (
+            isinstance(batch_size, (int, np.integer))
+            and not isinstance(batch_size, bool)
+            and batch_size > 0
+        )
+    ):
+        raise ModelError(f"batch_size must be 'auto' or a positive integer, not {batch_size!r}.")
+    if precision not in ("auto", "float32", "fp32", "bf16", "bfloat16"):
+        raise ModelError(f"precision must be 'auto', 'float32' or 'bf16', not {precision!r}.")
+    if device != "auto":
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ModelError(
+                f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+            ) from None
 
 
 def is_dask(data: Any) -> bool:

@@ -12,6 +12,7 @@ from xnowcast import conventions as cv
 from xnowcast.checks import check_precipitation_values
 from xnowcast.errors import ModelError, TimeAxisError
 from xnowcast.fields import (
+    check_run_options,
     is_dask,
     output_attrs,
     package_version,
@@ -42,7 +43,15 @@ def _init_times(times: np.ndarray, init_time: Any) -> tuple[np.ndarray, bool]:
             )
         return chosen, True
     scalar = np.ndim(init_time) == 0
-    chosen = np.atleast_1d(np.asarray(init_time, dtype="datetime64[ns]"))
+    try:
+        chosen = np.atleast_1d(np.asarray(init_time, dtype="datetime64[ns]"))
+    except (ValueError, TypeError):
+        raise TimeAxisError(
+            f"Cannot read init_time={init_time!r} as a time: pass a datetime, a string such as "
+            f"'{np.datetime_as_string(times[-1], unit='m')}', a list of them or a slice; the data "
+            f"cover {np.datetime_as_string(times[0], unit='m')} to "
+            f"{np.datetime_as_string(times[-1], unit='m')}."
+        ) from None
     return chosen, not scalar
 
 
@@ -89,7 +98,20 @@ def _input_step(da: xr.DataArray, time_dim: str) -> np.timedelta64:
     diffs = np.diff(times)
     if np.any(diffs <= np.timedelta64(0, "ns")):
         return cv.time_step(da, time_dim)  # duplicate / non-monotonic: its clear error
-    return diffs.min().astype("timedelta64[ns]")
+    step = diffs.min().astype("timedelta64[ns]")
+    off_grid = np.nonzero(diffs % step != np.timedelta64(0, "ns"))[0]
+    if off_grid.size:
+        shown = [
+            f"{np.datetime_as_string(times[i], unit='s')} -> "
+            f"{np.datetime_as_string(times[i + 1], unit='s')}"
+            for i in off_grid[:5]
+        ]
+        raise TimeAxisError(
+            f"Irregular time axis: the step is {step / np.timedelta64(1, 'm'):g} min but "
+            f"{off_grid.size} interval(s) are not whole multiples of it, e.g. {shown}. "
+            "Resample the data to a regular step first."
+        )
+    return step
 
 
 def _nowcast_block(
@@ -195,6 +217,7 @@ def nowcast(
     from xnowcast.runtime import ModelRequest, resolve_device
 
     spec = get_spec(model, task="nowcast")
+    check_run_options(device, batch_size, precision)
     steps = positive_int(steps, "steps")
     members = positive_int(members, "members")
     if members > 1 and not spec.stochastic:
@@ -270,5 +293,5 @@ def nowcast(
     if not as_dim:
         out = out.isel({cv.INIT_TIME: 0})
     line = f"xnowcast {package_version()}: {spec.name} nowcast, {steps} steps, {members} member(s)"
-    out.attrs = output_attrs(da, spec, weights, line)
+    out.attrs = output_attrs(da, spec, weights, line, src_units)
     return out

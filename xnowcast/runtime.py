@@ -21,7 +21,13 @@ import torch
 
 from xnowcast.options import OPTIONS
 from xnowcast.registry import get_spec, load_model
-from xnowcast.tensors import fill_missing, pad_to_multiple, run_tiled, to_batch_tensor
+from xnowcast.tensors import (
+    fill_missing,
+    fill_nearest,
+    pad_to_multiple,
+    run_tiled,
+    to_batch_tensor,
+)
 
 __all__ = [
     "ModelRequest",
@@ -256,7 +262,7 @@ def run_downscale(
     n, _, _, h, w = windows.shape
     factor = int(model.factor)
     multiple = int(getattr(model, "spatial_multiple", 1))
-    filled, _ = fill_missing(windows)
+    filled = fill_nearest(windows)  # missing cells must not pull their neighbours to 0
     tile = max(multiple, OPTIONS["tile_size"] // factor // multiple * multiple)
     overlap = max(OPTIONS["tile_overlap"] // factor, 0)
     size = (

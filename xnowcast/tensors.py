@@ -16,6 +16,7 @@ import torch.nn.functional as F
 __all__ = [
     "blend_window",
     "fill_missing",
+    "fill_nearest",
     "pad_to_multiple",
     "run_tiled",
     "tile_starts",
@@ -30,6 +31,31 @@ def fill_missing(array: np.ndarray, fill: float = 0.0) -> tuple[np.ndarray, np.n
     if valid.all():
         return array, valid
     return np.where(valid, array, np.float32(fill)), valid
+
+
+def fill_nearest(array: np.ndarray) -> np.ndarray:
+    """NaN replaced by the nearest valid value of the same 2-D field (0 where a field is all NaN).
+
+    Used before interpolating models, so that valid cells next to missing ones are
+    not pulled towards "no rain"; the missing cells are set back to NaN afterwards.
+    """
+    from scipy import ndimage
+
+    array = np.array(array, dtype=np.float32, copy=True)
+    missing = ~np.isfinite(array)
+    if not missing.any():
+        return array
+    flat = array.reshape(-1, *array.shape[-2:])
+    flat_missing = missing.reshape(flat.shape)
+    for field, hole in zip(flat, flat_missing, strict=True):
+        if hole.all():
+            field[:] = 0.0
+        elif hole.any():
+            index = ndimage.distance_transform_edt(
+                hole, return_distances=False, return_indices=True
+            )
+            field[:] = field[tuple(index)]
+    return array
 
 
 def to_batch_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
