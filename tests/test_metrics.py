@@ -131,6 +131,13 @@ def test_crps_matches_scores_and_skips_missing():
     assert float(ours) == pytest.approx(float(ref), rel=1e-10)
 
 
+def test_crps_by_hand_with_ties():
+    # E|X - y| - E|X - X'| / 2 for members (0, 0, 1, 2) and y = 0: 3/4 - 14/16/2
+    fc = xr.DataArray([[0.0, 0.0, 1.0, 2.0]], dims=("i", "member"))
+    obs = xr.DataArray([0.0], dims="i")
+    assert float(m.crps(fc, obs, "i")) == pytest.approx(0.3125)
+
+
 def test_crps_of_a_deterministic_forecast_is_the_mae():
     rng = np.random.default_rng(5)
     fc = xr.DataArray(rng.gamma(0.5, 2.0, (20, 30)), dims=("y", "x"))

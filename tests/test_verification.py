@@ -68,6 +68,19 @@ def test_verify_aligns_valid_times_and_returns_tidy_scores(storm):
     assert scores.threshold.attrs["units"] == storm.attrs["units"]
 
 
+def test_a_single_forecast_with_a_scalar_init_time(storm):
+    single = persistence(storm, [4], steps=3).isel(init_time=0)
+    assert single.init_time.ndim == 0 and single.valid_time.dims == ("lead_time",)
+    scores = verify(single, storm, metrics=["csi", "mae"], thresholds=[2])
+    assert scores.csi.dims == ("lead_time", "threshold", "scale")
+    hindcast = verify(
+        persistence(storm, [4], steps=3), storm, metrics=["csi", "mae"], thresholds=[2]
+    )
+    xr.testing.assert_allclose(scores.reset_coords(drop=True), hindcast.reset_coords(drop=True))
+    per_init = verify(persistence(storm, [2, 4], steps=3), storm, ["mae"], dim=["y", "x"])
+    assert per_init.mae.dims == ("init_time", "lead_time", "scale")
+
+
 def test_persistence_of_a_moving_storm_loses_skill(storm):
     scores = verify(persistence(storm, [2, 5], steps=6), storm, metrics=["csi", "fss", "crps"])
     csi = scores.csi.sel(threshold=1, scale=1).values
