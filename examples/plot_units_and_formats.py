@@ -19,6 +19,7 @@ import numpy as np
 
 import xnowcast
 from xnowcast import units
+from xnowcast.plot import radar_colormap
 
 ds = xnowcast.open_dataset("sample")
 rate = ds["precipitation"]
@@ -55,7 +56,9 @@ print(units.convert_values(1.0, "kg m-2 s-1", "mm/h"))
 
 # %%
 # Reflectivity against rain rate for both relations, and one frame of the
-# sample in each unit:
+# sample in each unit.  dBZ is a logarithmic unit, so a linear dBZ colour scale
+# from 7 to 55 dBZ is the logarithmic rain-rate scale from 0.1 to 100 mm/h
+# (Marshall-Palmer): the two maps look the same.
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
 curve = np.logspace(-1, 2.3, 100)
 axes[0].semilogx(curve, units.rain_rate_to_dbz(curve), label="Marshall-Palmer, 200 R^1.6")
@@ -65,9 +68,10 @@ axes[0].semilogx(
 axes[0].set(xlabel="rain rate (mm/h)", ylabel="reflectivity (dBZ)", title="Z-R relations")
 axes[0].legend()
 frame = rate.isel(time=-1)
-im = axes[1].imshow(frame.where(frame > 0), cmap="viridis", norm="log", vmin=0.1, vmax=50)
+im = axes[1].imshow(frame.clip(min=0.05), cmap=radar_colormap(), norm="log", vmin=0.1, vmax=100)
 fig.colorbar(im, ax=axes[1], label="mm/h")
-im = axes[2].imshow(dbz.isel(time=-1), cmap="viridis", vmin=0, vmax=55)
+# no rain is -inf dBZ: clipped to 0, below the colour scale, it shows white
+im = axes[2].imshow(dbz.isel(time=-1).clip(min=0), cmap=radar_colormap(), vmin=7, vmax=55)
 fig.colorbar(im, ax=axes[2], label="dBZ")
 for ax, title in zip(axes[1:], ["rain rate", "reflectivity"], strict=True):
     ax.set(title=f"{title}, {np.datetime_as_string(frame.time.values, unit='m')}")
@@ -178,15 +182,13 @@ print(refl.attrs["units"], refl.attrs["standard_name"], radar.crs.attrs["grid_ma
 #
 # The decoded reflectivity converts to rain rate like any other field (the
 # ``undetect`` pixels decode to -32 dBZ, a rain rate of about 0.001 mm/h):
+rain = units.convert_dataarray(refl, "mm/h").isel(time=-1)
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
-for ax, field, title in zip(
-    axes,
-    [refl.isel(time=-1), units.convert_dataarray(refl, "mm/h").isel(time=-1)],
-    ["decoded ODIM, dBZ", "converted to mm/h"],
-    strict=True,
-):
-    im = ax.imshow(field, cmap="viridis", vmin=0, vmax=55 if "dBZ" in title else 30)
-    fig.colorbar(im, ax=ax, label=field.attrs["units"])
-    ax.set(title=title)
+im = axes[0].imshow(refl.isel(time=-1), cmap=radar_colormap(), vmin=7, vmax=55)
+fig.colorbar(im, ax=axes[0], label="dBZ", extend="min")
+im = axes[1].imshow(rain.clip(min=0.05), cmap=radar_colormap(), norm="log", vmin=0.1, vmax=100)
+fig.colorbar(im, ax=axes[1], label="mm/h", extend="both")
+for ax, title in zip(axes, ["decoded ODIM, dBZ", "converted to mm/h"], strict=True):
+    ax.set(title=f"{title} (grey: nodata)")
     ax.set_axis_off()
 plt.show()

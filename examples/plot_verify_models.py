@@ -29,21 +29,37 @@ from xnowcast.plot import plot_scores
 obs = xnowcast.open_dataset("sample")["precipitation"]
 init = obs.time.values[5]
 
-scores = {}
+forecasts = {}
 for name in xnowcast.list_models("nowcast"):
     stochastic = xnowcast.registry.get_spec(name).stochastic
-    fc = obs.nowcast.predict(
+    forecasts[name] = obs.nowcast.predict(
         model=name, steps=18, members=4 if stochastic else 1, init_time=init, seed=0
     )
-    scores[name] = fc.nowcast.verify(
+    if stochastic:  # the ensemble mean, scored as a deterministic forecast
+        forecasts[f"{name} (mean)"] = forecasts[name].mean("member", keep_attrs=True)
+
+# %%
+# A forecast is missing (NaN) where its model cannot know the answer:
+# extrapolation, for instance, does not invent the rain that would flow in
+# across the domain's edge.  Scores leave missing pixels out, so two models
+# are only comparable on the pixels both forecast.  Score every model on the
+# pixels that all of them forecast:
+known = [fc.notnull().any("member") if "member" in fc.dims else fc.notnull() for fc in
+         forecasts.values()]  # fmt: skip
+common = known[0]
+for mask in known[1:]:
+    common = common & mask
+for name, mask in zip(forecasts, known, strict=True):
+    share = mask.mean(["y", "x"]).values
+    print(f"{name:>22}: forecasts {share[0]:.0%} of the domain at 5 min, {share[-1]:.0%} at 90 min")
+print(f"{'all models':>22}: {float(common.isel(lead_time=-1).mean()):.0%} at 90 min")
+
+scores = {
+    name: fc.where(common).nowcast.verify(
         obs, metrics=["csi", "fss", "crps"], thresholds=[1, 4], fss_window="9 km", scales=[1, 4]
     )
-    if stochastic:  # the ensemble mean, scored as a deterministic forecast
-        mean = fc.mean("member", keep_attrs=True)
-        scores[f"{name} (mean)"] = mean.nowcast.verify(
-            obs, metrics=["csi", "fss", "crps"], thresholds=[1, 4], fss_window="9 km",
-            scales=[1, 4],
-        )  # fmt: skip
+    for name, fc in forecasts.items()
+}
 print(list(scores))
 print(scores[next(iter(scores))])
 
@@ -58,7 +74,7 @@ for metric in ("csi", "fss", "crps"):
     )
 
 # %%
-# Scores against lead time, all models on each axes:
+# Scores against lead time, all models on each axes, on the common pixels:
 fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), layout="constrained")
 plot_scores(scores, "csi", threshold=1, scale=1, ax=axes[0, 0])
 plot_scores(scores, "csi", threshold=4, scale=1, ax=axes[0, 1])
