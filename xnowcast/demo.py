@@ -82,6 +82,7 @@ def run_demo(out_dir: Path, *, members: int = 4, progress: bool = True) -> dict[
     rows: list[tuple[str, str, float]] = []
     for name, fc in forecasts.items():
         scores = fc.nowcast.verify(obs, metrics=["csi", "crps"], thresholds=[1.0, 4.0])
+        scores = scores.sel(scale=1)
         for minutes in (30, 60, 90):
             lead = np.timedelta64(minutes, "m")
             csi = float(scores["csi"].sel(lead_time=lead, threshold=1.0))
