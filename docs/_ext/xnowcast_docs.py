@@ -28,10 +28,13 @@ from typing import Any
 
 from docutils import nodes
 from docutils.statemachine import StringList
+from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
-__all__ = ["reset_example", "setup"]
+__all__ = ["cli_lines", "configs_lines", "models_lines", "reset_example", "setup", "weights_lines"]
+
+logger = logging.getLogger(__name__)
 
 
 def reset_example(gallery_conf: dict[str, Any], fname: str) -> None:
@@ -48,8 +51,11 @@ def reset_example(gallery_conf: dict[str, Any], fname: str) -> None:
 
 
 def _cell(text: Any) -> str:
-    """One line of table text (no bars that would break a list-table)."""
-    return " ".join(str(text).split()) or "-"
+    """One line of table text; a leading list marker is escaped so it stays text."""
+    line = " ".join(str(text).split()) or "-"
+    if line[0] in "-*+#|" and line != "-":
+        line = "\\ " + line
+    return line
 
 
 def _list_table(header: list[str], rows: Iterable[list[str]], widths: str = "auto") -> list[str]:
@@ -88,7 +94,7 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 
 class _RstDirective(SphinxDirective):
-    """A directive that renders generated reStructuredText."""
+    """A directive that renders the reStructuredText lines of :meth:`lines`."""
 
     def lines(self) -> list[str]:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -100,138 +106,154 @@ class _RstDirective(SphinxDirective):
         return container.children
 
 
+# ---------------------------------------------------------------------------- content
+
+
+def models_lines() -> list[str]:
+    """A list-table of the registered models."""
+    from xnowcast.registry import MODELS
+
+    rows = []
+    for task in ("nowcast", "downscale"):
+        for name in sorted(n for n, s in MODELS.items() if s.task == task):
+            spec = MODELS[name]
+            step = "any" if spec.time_step_minutes is None else f"{spec.time_step_minutes:g} min"
+            rows.append(
+                [
+                    f"``{name}``",
+                    task,
+                    spec.summary,
+                    spec.reference,
+                    step,
+                    "yes" if spec.stochastic else "no",
+                    spec.default_weights or "none (parameter-free or untrained)",
+                ]
+            )
+    header = ["name", "task", "what it is", "reference", "step", "ensembles", "default weights"]
+    return _list_table(header, rows, "10 8 30 22 6 7 17")
+
+
+def weights_lines(models: Mapping[str, Any] | None = None) -> list[str]:
+    """Size, sha256 and stored metadata (config, training, scores) of every shipped file.
+
+    A file whose sha256 differs from the registry's is a build warning (an error
+    under ``-W``): the docs must not describe weights the package would refuse.
+    """
+    from xnowcast.registry import MODELS, weights_metadata
+    from xnowcast.weights import file_sha256
+
+    out: list[str] = []
+    for name in sorted(models if models is not None else MODELS):
+        spec = (models if models is not None else MODELS)[name]
+        for label, entry in spec.weights.items():
+            title = f"``{name}``: ``{label}`` (``{entry.filename}``)"
+            out += [title, "~" * len(title), ""]
+            default = (
+                " These are the model's default weights." if label == spec.default_weights else ""
+            )
+            if not entry.path.is_file():
+                out += [
+                    "The registry names this file, but it is not in this build "
+                    f"(expected at ``xnowcast/weights/{entry.filename}``).{default}",
+                    "",
+                ]
+                continue
+            digest = file_sha256(entry.path)
+            if digest != entry.sha256:
+                logger.warning(
+                    "xnowcast weights %s: sha256 %s differs from the registry's %s",
+                    entry.filename, digest, entry.sha256,
+                )  # fmt: skip
+            size = entry.path.stat().st_size / 1e6
+            out += [f"{size:.2f} MB, sha256 ``{digest}``.{default}", ""]
+            meta = weights_metadata(spec, label)
+            for section in ("config", "training", "scores"):
+                if meta.get(section) in (None, {}, ""):
+                    continue
+                out += [f"**{section}** (stored in the file)", ""]
+                rows = [[f"``{key}``", value] for key, value in _flatten(meta[section])]
+                out += _list_table(["key", "value"], rows, "40 60")
+    if not out:
+        out = [
+            "No registered model ships trained weights in this build: the registered "
+            "models are parameter-free.",
+            "",
+        ]
+    return out
+
+
+def configs_lines(target: str) -> list[str]:
+    """A table of the named configurations ``module:DICT`` (rows: keys; columns: configs)."""
+    module_name, _, attribute = target.partition(":")
+    configs = getattr(importlib.import_module(module_name), attribute)
+    aliases = {
+        name: cfg["preset"]
+        for name, cfg in configs.items()
+        if set(cfg) == {"preset"} and cfg["preset"] in configs
+    }
+    names = [n for n in configs if n not in aliases]
+    keys: list[str] = []
+    for name in names:
+        keys.extend(k for k in configs[name] if k not in keys)
+    rows = [
+        [f"``{key}``"] + [_number(configs[name].get(key, "-")) for name in names] for key in keys
+    ]
+    out = _list_table(["key", *[f"``{n}``" for n in names]], rows)
+    if aliases:
+        said = ", ".join(f"``{a}`` is ``{p}``" for a, p in aliases.items())
+        out += [f"({said}.)", ""]
+    return out
+
+
+def cli_lines() -> list[str]:
+    """``xnowcast --help`` and the help of each subcommand, as literal blocks with titles."""
+    import argparse
+    import os
+
+    from xnowcast.cli import build_parser
+
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "88"
+    try:
+        parser = build_parser()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        out = ["Overview", "--------", "", ".. code-block:: text", ""]
+        out += ["   " + line for line in parser.format_help().splitlines()] + [""]
+        for name, command in sub.choices.items():
+            title = f"``xnowcast {name}``"
+            out += [title, "-" * len(title), "", ".. code-block:: text", ""]
+            out += ["   " + line for line in command.format_help().splitlines()] + [""]
+    finally:
+        if previous is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = previous
+    return out
+
+
 # ---------------------------------------------------------------------------- directives
 
 
 class ModelsDirective(_RstDirective):
-    """Table of the registered models."""
-
     def lines(self) -> list[str]:
-        from xnowcast.registry import MODELS
-
-        rows = []
-        for task in ("nowcast", "downscale"):
-            for name in sorted(n for n, s in MODELS.items() if s.task == task):
-                spec = MODELS[name]
-                step = (
-                    f"{spec.time_step_minutes:g} min"
-                    if spec.time_step_minutes is not None
-                    else "any"
-                )
-                weights = spec.default_weights or "none (parameter-free or untrained)"
-                rows.append(
-                    [
-                        f"``{name}``",
-                        task,
-                        spec.summary,
-                        spec.reference,
-                        step,
-                        "yes" if spec.stochastic else "no",
-                        weights,
-                    ]
-                )
-        header = ["name", "task", "what it is", "reference", "step", "ensembles", "default weights"]
-        return _list_table(header, rows, "10 8 30 22 6 7 17")
+        return models_lines()
 
 
 class WeightsDirective(_RstDirective):
-    """Shipped weights, their hashes and the metadata stored with them."""
-
     def lines(self) -> list[str]:
-        from xnowcast.registry import MODELS, weights_metadata
-        from xnowcast.weights import file_sha256
-
-        out: list[str] = []
-        for name in sorted(MODELS):
-            spec = MODELS[name]
-            for label, entry in spec.weights.items():
-                path = entry.path
-                title = f"``{name}``: weights ``{label}`` (``{entry.filename}``)"
-                out += [title, "~" * len(title), ""]
-                if not path.is_file():
-                    out += [
-                        f"The registry names this file, but it is not in this build "
-                        f"(expected at ``xnowcast/weights/{entry.filename}``).",
-                        "",
-                    ]
-                    continue
-                digest = file_sha256(path)
-                check = "matches the registry" if digest == entry.sha256 else "DOES NOT match"
-                size = path.stat().st_size / 1e6
-                out += [
-                    f"{size:.2f} MB, sha256 ``{digest[:16]}...`` ({check}).",
-                    "",
-                ]
-                meta = weights_metadata(spec, label)
-                for section in ("config", "training", "scores"):
-                    if meta.get(section) in (None, {}, ""):
-                        continue
-                    out += [f"**{section}** (from the file's metadata)", ""]
-                    rows = [[f"``{k}``", v] for k, v in _flatten(meta[section])]
-                    out += _list_table(["key", "value"], rows, "40 60")
-        if not out:
-            out = [
-                "No model in this build ships trained weights yet: the registered models are "
-                "parameter-free, or untrained until weights are trained and registered.",
-                "",
-            ]
-        return out
+        return weights_lines()
 
 
 class ConfigsDirective(_RstDirective):
-    """Table of the named configurations of a model module (``module:DICT``)."""
-
     required_arguments = 1
 
     def lines(self) -> list[str]:
-        module_name, _, attribute = self.arguments[0].partition(":")
-        configs = getattr(importlib.import_module(module_name), attribute)
-        aliases = {
-            name: cfg["preset"]
-            for name, cfg in configs.items()
-            if set(cfg) == {"preset"} and cfg["preset"] in configs
-        }
-        names = [n for n in configs if n not in aliases]
-        keys: list[str] = []
-        for name in names:
-            keys.extend(k for k in configs[name] if k not in keys)
-        rows = [
-            [f"``{key}``"] + [_number(configs[name].get(key, "-")) for name in names]
-            for key in keys
-        ]
-        out = _list_table(["key", *[f"``{n}``" for n in names]], rows)
-        if aliases:
-            said = ", ".join(f"``{a}`` is ``{p}``" for a, p in aliases.items())
-            out += [f"({said}.)", ""]
-        return out
+        return configs_lines(self.arguments[0])
 
 
 class CliDirective(_RstDirective):
-    """``xnowcast --help`` and the help of every subcommand, from the real parser."""
-
     def lines(self) -> list[str]:
-        import argparse
-        import os
-
-        from xnowcast.cli import build_parser
-
-        previous = os.environ.get("COLUMNS")
-        os.environ["COLUMNS"] = "88"
-        try:
-            parser = build_parser()
-            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-            out = ["Overview", "--------", "", ".. code-block:: text", ""]
-            out += ["   " + line for line in parser.format_help().splitlines()] + [""]
-            for name, command in sub.choices.items():
-                title = f"``xnowcast {name}``"
-                out += [title, "-" * len(title), "", ".. code-block:: text", ""]
-                out += ["   " + line for line in command.format_help().splitlines()] + [""]
-        finally:
-            if previous is None:
-                os.environ.pop("COLUMNS", None)
-            else:
-                os.environ["COLUMNS"] = previous
-        return out
+        return cli_lines()
 
 
 def setup(app: Any) -> dict[str, Any]:
