@@ -590,6 +590,20 @@ def test_uneven_grid(storm: xr.DataArray, call: Call, runs: list[str]) -> None:
     )
 
 
+@pytest.mark.parametrize("call", ALL_CALLS)
+def test_non_monotonic_grid(storm: xr.DataArray, call: Call, runs: list[str]) -> None:
+    x = storm.x.values.copy()
+    x[[2, 3]] = x[[3, 2]]
+    refuse(
+        storm.assign_coords(x=x),
+        call,
+        CoordinateError,
+        "'x' is not monotonic",
+        "da.sortby('x')",
+        runs=runs,
+    )
+
+
 def test_extra_dim_of_length_one_is_squeezed(storm: xr.DataArray) -> None:
     leveled = storm.expand_dims(level=[850.0], axis=1)
     out = accept(leveled, persist)
