@@ -118,20 +118,3 @@ html_theme_options = {
 }
 html_context = {"default_mode": "light"}
 
-
-# -- pages written by others -----------------------------------------------------------
-
-
-def _drop_missing_pages(app, docname: str, source: list[str]) -> None:
-    """Leave ``bad_inputs`` out of the index's toctree until its page exists.
-
-    ``docs/bad_inputs.rst`` is written alongside the input checks; until it is
-    there, the toctree entry would be a build warning (an error under ``-W``).
-    """
-    if not (HERE / "bad_inputs.rst").exists():
-        source[0] = source[0].replace("\n   bad_inputs\n", "\n")
-        source[0] = source[0].replace(":doc:`/bad_inputs`", "the page on bad inputs")
-
-
-def setup(app) -> None:
-    app.connect("source-read", _drop_missing_pages)
