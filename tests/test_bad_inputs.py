@@ -6,9 +6,11 @@ names the problem and the fix, before any model runs; an accepted one must give 
 values.  No call ever modifies its input: every call here goes through :func:`refuse` or
 :func:`accept`, which deep-copy the input first and compare afterwards.
 
-Tests marked ``xfail(strict=True)`` document gaps in files this suite's author does not
-own; each reason names the file and the fix.  When the fix lands they XPASS, which fails
-the run: remove the mark then.
+A gap found here in a file the suite's author does not own is first recorded as an
+``xfail(strict=True)`` test whose reason names the file and the fix; when the fix lands
+the test XPASSes, which fails the run, and the mark is removed.  The seven gaps found so
+far (off-grid times, unreadable init_time, run options, units= on outputs, missing cells
+leaking as no rain, lazy all-missing blocks, shared attrs) are fixed.
 """
 
 from __future__ import annotations
@@ -332,7 +334,7 @@ def test_missing_cells_do_not_leak_as_no_rain_into_neighbours(storm: xr.DataArra
     np.testing.assert_allclose(values, 10.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("code", [-100.0, -200.0, -9999.0])
+@pytest.mark.parametrize("code", [-100.0, -200.0, -9999.0, -999.0, -32768.0])
 @pytest.mark.parametrize("call", ALL_CALLS)
 def test_missing_value_codes_left_in(
     storm: xr.DataArray, call: Call, code: float, runs: list[str]
@@ -358,7 +360,19 @@ def test_missing_value_code_in_integer_data(storm: xr.DataArray, runs: list[str]
 def test_no_data_code_255_in_dbz(runs: list[str]) -> None:
     dbz = moving_storm(frames=6, shape=(24, 24), units="dBZ")
     dbz[-1, :2, :] = 255.0
-    refuse(dbz, persist, DataValueError, "equal to 255", "da.where(da != 255)", runs=runs)
+    refuse(dbz, persist, DataValueError, "48 values equal to 255", "da.where(da != 255)", runs=runs)
+    dbz[-1, :2, :] = 20.0
+    dbz[-1, 5, 5] = 65535.0  # a single one is enough: no echo reaches 100 dBZ
+    refuse(dbz, trilinear, DataValueError, "equal to 65535", runs=runs)
+
+
+def test_frequent_positive_code_in_rain_rates(storm: xr.DataArray, runs: list[str]) -> None:
+    storm[-1, :, :12] = 65535.0  # half a frame: not rain
+    refuse(storm, persist, DataValueError, "equal to 65535", "no-data code", runs=runs)
+    storm[-1, :, :12] = 1.0
+    storm[-1, 0, 0] = 255.0  # one extreme value may be real: it is kept
+    out = accept(storm, persist)
+    assert out.isel(lead_time=0).values[0, 0] == 255.0
 
 
 @pytest.mark.parametrize("call", ALL_CALLS)
@@ -444,9 +458,17 @@ def test_irregular_time_inside_the_window(storm: xr.DataArray, runs: list[str]) 
     refuse(_off_grid(storm), trilinear, TimeAxisError, "Irregular time axis", runs=runs)
 
 
-def test_off_grid_time_is_refused_by_persistence(storm: xr.DataArray) -> None:
-    with pytest.raises(TimeAxisError, match=r"[Ii]rregular"):
-        persist(_off_grid(storm))
+def test_off_grid_time_is_refused_by_persistence(storm: xr.DataArray, runs: list[str]) -> None:
+    refuse(
+        _off_grid(storm),
+        persist,
+        TimeAxisError,
+        "Irregular time axis",
+        "not whole multiples",
+        "2021-07-04T15:20:00 -> 2021-07-04T15:26:00",
+        "Resample",
+        runs=runs,
+    )
 
 
 @pytest.mark.parametrize("call", ALL_CALLS)
@@ -731,6 +753,22 @@ def test_dataset_with_several_precipitation_variables(storm: xr.DataArray, runs:
     np.testing.assert_array_equal(out.isel(lead_time=0).values, 2 * storm[-1].values)
 
 
+def test_dataset_precipitation_found_by_standard_name(storm: xr.DataArray) -> None:
+    ds = xr.Dataset(
+        {
+            "rr": storm,
+            "t2m": storm.assign_attrs(standard_name="air_temperature", units="K"),
+            "orography": storm.isel(time=0, drop=True).assign_attrs(
+                standard_name="surface_altitude", units="m"
+            ),
+        }
+    )
+    out = accept(ds, persist)
+    assert out.name == "rr"
+    np.testing.assert_array_equal(out.isel(lead_time=0).values, storm[-1].values)
+    assert accept(ds, trilinear).name == "rr"
+
+
 # === requests ========================================================================================
 
 
@@ -763,9 +801,16 @@ def test_init_time_outside_the_data(storm: xr.DataArray, call: Call, runs: list[
     )
 
 
-def test_unreadable_init_time(storm: xr.DataArray) -> None:
-    with pytest.raises(TimeAxisError, match="init_time"):
-        persist(storm, init_time="yesterday")
+def test_unreadable_init_time(storm: xr.DataArray, runs: list[str]) -> None:
+    refuse(
+        storm,
+        persist,
+        TimeAxisError,
+        "Cannot read init_time='yesterday' as a time",
+        "2021-07-04T15:00 to 2021-07-04T15:25",
+        runs=runs,
+        init_time="yesterday",
+    )
 
 
 @pytest.mark.parametrize("steps", [0, -1, 2.5, True, "3"])
@@ -906,13 +951,22 @@ def test_unknown_model_or_wrong_task(storm: xr.DataArray, runs: list[str]) -> No
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"batch_size": 0}, {"batch_size": "big"}, {"precision": "fp16"}, {"device": "tpu9"}],
-    ids=["batch_size=0", "batch_size=big", "precision=fp16", "device=tpu9"],
+    ("kwargs", "needle"),
+    [
+        ({"batch_size": 0}, "batch_size must be 'auto' or a positive integer, not 0"),
+        ({"batch_size": "big"}, "batch_size must be 'auto' or a positive integer, not 'big'"),
+        ({"batch_size": True}, "batch_size must be 'auto' or a positive integer, not True"),
+        ({"precision": "fp16"}, "precision must be 'auto', 'float32' or 'bf16', not 'fp16'"),
+        ({"device": "tpu9"}, "Unknown device 'tpu9': use 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    ],
+    ids=["batch_size=0", "batch_size=big", "batch_size=True", "precision=fp16", "device=tpu9"],
 )
-def test_invalid_runtime_settings(storm: xr.DataArray, kwargs: dict[str, Any]) -> None:
-    with pytest.raises(XnowcastError):
-        persist(storm, **kwargs)
+def test_invalid_runtime_settings(
+    storm: xr.DataArray, kwargs: dict[str, Any], needle: str, runs: list[str]
+) -> None:
+    refuse(storm, persist, ModelError, needle, runs=runs, **kwargs)
+    if "precision" not in kwargs:  # downscale() has no precision argument
+        refuse(storm, trilinear, ModelError, needle, runs=runs, **kwargs)
 
 
 # === dask-backed input ===============================================================================

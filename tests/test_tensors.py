@@ -11,6 +11,7 @@ import torch
 from xnowcast.tensors import (
     blend_window,
     fill_missing,
+    fill_nearest,
     pad_to_multiple,
     run_tiled,
     tile_starts,
@@ -39,6 +40,45 @@ def test_fill_missing_without_nan_does_not_copy_float32() -> None:
     ints, _ = fill_missing(np.arange(3, dtype=np.int16))
     assert ints.dtype == np.float32
     np.testing.assert_array_equal(ints, [0.0, 1.0, 2.0])
+
+
+# --- fill_nearest -----------------------------------------------------------------------------------
+
+
+def test_fill_nearest_takes_the_nearest_valid_value() -> None:
+    field = np.array(
+        [
+            [1.0, 1.0, np.nan, 5.0, 5.0],
+            [1.0, np.nan, np.nan, np.nan, 5.0],
+            [2.0, 2.0, np.nan, 7.0, 7.0],
+        ]
+    )
+    before = field.copy()
+    filled = fill_nearest(field)
+    assert filled.dtype == np.float32 and np.isfinite(filled).all()
+    np.testing.assert_array_equal(before, field, strict=True)  # input untouched
+    valid = np.isfinite(field)
+    np.testing.assert_array_equal(filled[valid], field[valid].astype(np.float32))
+    assert filled[1, 1] == 1.0 and filled[1, 3] == 5.0  # a direct neighbour wins
+    # every filled cell holds the value of one of its nearest valid cells
+    ys, xs = np.nonzero(valid)
+    for y, x in zip(*np.nonzero(~valid), strict=True):
+        distance = np.hypot(ys - y, xs - x)
+        nearest = field[ys, xs][distance == distance.min()]
+        assert filled[y, x] in nearest
+
+
+def test_fill_nearest_works_per_field_and_zero_fills_empty_fields() -> None:
+    stack = np.full((2, 3, 4, 4), np.nan, dtype=np.float32)
+    stack[0, 0, 2, 2] = 3.0
+    stack[1, 2, 0, 0] = 8.0
+    filled = fill_nearest(stack)
+    assert (filled[0, 0] == 3.0).all() and (filled[1, 2] == 8.0).all()
+    assert (filled[0, 1:] == 0.0).all() and (filled[1, :2] == 0.0).all()
+    complete = np.ones((2, 3), dtype=np.float32)
+    out = fill_nearest(complete)
+    np.testing.assert_array_equal(out, complete)
+    assert out is not complete  # always a copy: the caller's array is never written
 
 
 # --- to_batch_tensor ------------------------------------------------------------------------------
