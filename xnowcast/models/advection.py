@@ -16,9 +16,73 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from xnowcast.models.optical_flow import normalized_grid, normalized_pixel_size
+from xnowcast.models.optical_flow import normalized_pixel_size
 
 __all__ = ["semi_lagrangian"]
+
+
+def _corner_grid(
+    height: int, width: int, fine: tuple[int, int], dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """A ``height x width`` grid spanning the outermost pixel centres of a ``fine`` image.
+
+    In ``grid_sample`` coordinates (``align_corners=False``), shape ``(1, h, w, 2)``.
+    Upsampling a field given at these points with ``align_corners=True`` lands exactly
+    on the fine pixel centres, so positions, being linear, interpolate without error.
+    """
+    fine_h, fine_w = fine
+    ys = torch.linspace(-1.0 + 1.0 / fine_h, 1.0 - 1.0 / fine_h, height, dtype=dtype, device=device)
+    xs = torch.linspace(-1.0 + 1.0 / fine_w, 1.0 - 1.0 / fine_w, width, dtype=dtype, device=device)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((gx, gy), dim=-1).unsqueeze(0)
+
+
+def departure_points(
+    velocity: Tensor, steps: int, start: Tensor, midpoint: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Departure points of backward trajectories ending at ``start``.
+
+    Parameters
+    ----------
+    velocity
+        ``(N, 2, h, w)`` in ``grid_sample`` units (``align_corners=False``) per step,
+        at any resolution covering the domain.
+    steps
+        Number of steps.
+    start
+        Arrival points ``(1 or N, H', W', 2)``.
+    midpoint
+        Velocity at the midpoint of each step (second order) or at its start.
+
+    Returns
+    -------
+    tuple of Tensor
+        Departure points ``(N, steps, 2, H', W')`` after ``1 .. steps`` steps, and a
+        boolean ``(N, steps, 1, H', W')``, True where the trajectory was outside the
+        domain at an earlier step.
+    """
+    n = velocity.shape[0]
+    start = start.expand(n, -1, -1, -1)
+
+    def velocity_at(points: Tensor) -> Tensor:
+        return F.grid_sample(
+            velocity, points, mode="bilinear", padding_mode="border", align_corners=False
+        ).permute(0, 2, 3, 1)
+
+    position = start
+    increment = velocity_at(start)
+    points, left = [], []
+    outside = torch.zeros(start.shape[:-1], dtype=torch.bool, device=velocity.device)
+    for _ in range(steps):
+        if midpoint:
+            increment = velocity_at(position - 0.5 * increment)
+        left.append(outside)
+        position = position - increment
+        points.append(position)
+        outside = outside | (position.abs() > 1.0).any(dim=-1)
+        if not midpoint:
+            increment = velocity_at(position)
+    return torch.stack(points, dim=1).permute(0, 1, 4, 2, 3), torch.stack(left, dim=1).unsqueeze(2)
 
 
 def semi_lagrangian(
@@ -28,7 +92,9 @@ def semi_lagrangian(
     *,
     valid: Tensor | None = None,
     midpoint: bool = True,
+    trajectory_scale: int = 4,
     min_valid_weight: float = 0.5,
+    max_chunk_pixels: int = 2**23,
 ) -> Tensor:
     """Advect ``field`` backward along ``flow`` for ``steps`` time steps.
 
@@ -37,7 +103,9 @@ def semi_lagrangian(
     field
         Field to advect, shape ``(N, C, H, W)``; must be finite where ``valid``.
     flow
-        Motion ``(N, 2, H, W)``: x and y displacement in pixels per time step.
+        Motion ``(N, 2, h, w)``: x and y displacement in pixels of ``field`` per time
+        step. It may be given on a coarser grid covering the same domain; it is
+        interpolated bilinearly.
     steps
         Number of lead times.
     valid
@@ -45,9 +113,16 @@ def semi_lagrangian(
     midpoint
         Take the velocity at the midpoint of each step (second order); otherwise at
         the start of the step (first order).
+    trajectory_scale
+        Trajectories are integrated on a grid about this many times coarser than
+        ``field`` and the departure points interpolated bilinearly to every pixel
+        (they are as smooth as the motion field); 1 integrates at every pixel.
     min_valid_weight
         Smallest bilinear weight of observed pixels around a departure point for the
         value to count as known.
+    max_chunk_pixels
+        Lead times are processed in chunks of at most about this many output pixels,
+        to bound memory.
 
     Returns
     -------
@@ -55,47 +130,58 @@ def semi_lagrangian(
         Shape ``(N, steps, C, H, W)``, dtype of ``field``; NaN where the trajectory
         left the domain or departs from an unobserved pixel.
     """
-    if field.ndim != 4 or flow.ndim != 4 or flow.shape[1] != 2:
-        raise ValueError("field must be (N, C, H, W) and flow (N, 2, H, W)")
+    if field.ndim != 4 or flow.ndim != 4 or flow.shape[1] != 2 or flow.shape[0] != field.shape[0]:
+        raise ValueError("field must be (N, C, H, W) and flow (N, 2, h, w)")
     n, channels, height, width = field.shape
     dtype, device = field.dtype, field.device
-    flow = flow.to(dtype)
-    if valid is None:
-        mask = torch.ones(n, 1, height, width, dtype=dtype, device=device)
-    else:
-        mask = valid.to(dtype)
-    source = torch.cat((field * mask, mask), dim=1)
+    pixel = normalized_pixel_size(height, width, dtype, device)
+    velocity = flow.to(dtype) * pixel.view(1, 2, 1, 1)  # grid_sample units per step
 
-    scale = normalized_pixel_size(height, width, dtype, device)
-    velocity = flow * scale.view(1, 2, 1, 1)  # normalised grid units per step
-    # Half a pixel beyond the outermost pixel centres is still inside the domain.
-    bound = 1.0 + 0.5 * scale
-    position = normalized_grid(height, width, dtype, device).expand(n, -1, -1, -1)
-    increment = velocity.permute(0, 2, 3, 1)
-    inside = torch.ones(n, height, width, dtype=torch.bool, device=device)
-    nan = torch.tensor(float("nan"), dtype=dtype, device=device)
+    coarse = (
+        max(2, -(-(height - 1) // trajectory_scale) + 1),
+        max(2, -(-(width - 1) // trajectory_scale) + 1),
+    )
+    if trajectory_scale <= 1 or coarse[0] >= height or coarse[1] >= width:
+        coarse = (height, width)
+    start = _corner_grid(*coarse, (height, width), dtype, device)
+    departures, left = departure_points(velocity, steps, start, midpoint)
+    # Trajectories that leave the domain and come back are rare: flag them only when
+    # there are some (the departure point itself is checked at full resolution).
+    left = left & (departures.abs() <= 1.0).all(dim=2, keepdim=True)
+    reentry = left.to(torch.uint8) if bool(left.any()) else None
 
+    mask = torch.ones_like(field[:, :1]) if valid is None else valid.to(dtype)
+    weighted = field * mask
+    chunk = max(1, max_chunk_pixels // (n * height * width))
     outputs = []
-    for _ in range(steps):
-        if midpoint:
-            increment = F.grid_sample(
-                velocity,
-                position - 0.5 * increment,
-                mode="bilinear",
-                padding_mode="border",
-                align_corners=True,
-            ).permute(0, 2, 3, 1)
-        position = position - increment
-        inside &= (position.abs() <= bound).all(dim=-1)
-        sampled = F.grid_sample(
-            source, position, mode="bilinear", padding_mode="zeros", align_corners=True
-        )
-        weight = sampled[:, channels:]
-        value = sampled[:, :channels] / weight.clamp_min(1e-6)
-        known = (weight >= min_valid_weight) & inside.unsqueeze(1)
-        outputs.append(torch.where(known, value, nan))
-        if not midpoint:
-            increment = F.grid_sample(
-                velocity, position, mode="bilinear", padding_mode="border", align_corners=True
-            ).permute(0, 2, 3, 1)
-    return torch.stack(outputs, dim=1)
+    for first in range(0, steps, chunk):
+        k = min(chunk, steps - first)
+        points = departures[:, first : first + k].reshape(n * k, 2, *coarse).contiguous()
+        if coarse != (height, width):
+            points = F.interpolate(
+                points, size=(height, width), mode="bilinear", align_corners=True
+            )
+        points = points.permute(0, 2, 3, 1)  # grid_sample takes the strided view as it is
+
+        def sample(image: Tensor, points: Tensor = points, k: int = k) -> Tensor:
+            # One image for all k lead times: a broadcast view, copied only when n > 1.
+            image = image.unsqueeze(1).expand(-1, k, -1, -1, -1).flatten(0, 1)
+            return F.grid_sample(
+                image, points, mode="bilinear", padding_mode="zeros", align_corners=False
+            ).reshape(n, k, 1, height, width)
+
+        # Outside the domain the mask is 0, so enough weight also means that the
+        # departure point lies inside the domain.
+        weight = sample(mask)
+        unknown = weight < min_valid_weight
+        if reentry is not None:
+            flags = reentry[:, first : first + k].reshape(n * k, 1, *coarse)
+            flags = F.interpolate(flags, size=(height, width), mode="nearest")
+            unknown |= flags.reshape(n, k, 1, height, width).bool()
+        weight.masked_fill_(unknown, float("nan"))
+        if channels == 1:
+            values = sample(weighted)
+        else:
+            values = torch.cat([sample(weighted[:, c : c + 1]) for c in range(channels)], dim=2)
+        outputs.append(values.div_(weight))
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)

@@ -50,6 +50,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "flow_smooth_sigma": 2.0,
         "margin": 2,
         "midpoint": True,
+        "trajectory_scale": 4,
     },
 }
 
@@ -62,8 +63,9 @@ class Extrapolation(nn.Module):
     **config
         Settings, the keys of ``CONFIGS["default"]``: ``input_frames`` (frames used
         for the motion field), ``rain_threshold`` (mm/h, smallest rate tracked), the
-        :func:`~xnowcast.models.optical_flow.dense_lucas_kanade` settings, and
-        ``midpoint`` (second-order trajectories).
+        :func:`~xnowcast.models.optical_flow.dense_lucas_kanade` settings, and the
+        :func:`~xnowcast.models.advection.semi_lagrangian` settings ``midpoint``
+        (second-order trajectories) and ``trajectory_scale``.
 
     Attributes
     ----------
@@ -95,7 +97,9 @@ class Extrapolation(nn.Module):
         self.config: dict[str, Any] = full
         self.input_frames = int(full["input_frames"])
 
-    def motion(self, frames: Tensor, valid: Tensor | None = None) -> Tensor:
+    def motion(
+        self, frames: Tensor, valid: Tensor | None = None, *, full_resolution: bool = True
+    ) -> Tensor:
         """Motion field of a sequence of rain-rate frames.
 
         Parameters
@@ -104,6 +108,9 @@ class Extrapolation(nn.Module):
             Rain rate ``(B, T, 1, H, W)`` in mm/h (all ``T`` frames are used).
         valid
             Boolean mask shaped like ``frames``, or ``None``.
+        full_resolution
+            Return the field at ``(H, W)``; otherwise on the coarser grid it is
+            estimated on (same domain, still in pixels of ``frames``).
 
         Returns
         -------
@@ -113,7 +120,7 @@ class Extrapolation(nn.Module):
         images = rain_intensity(frames[:, :, 0], self.config["rain_threshold"])
         mask = None if valid is None else valid[:, :, 0]
         settings = {key: self.config[key] for key in _FLOW_KEYS}
-        return dense_lucas_kanade(images, mask, **settings)
+        return dense_lucas_kanade(images, mask, full_resolution=full_resolution, **settings)
 
     def forward(
         self,
@@ -145,10 +152,15 @@ class Extrapolation(nn.Module):
         frames, valid = check_nowcast_inputs(
             frames, steps, valid, self.input_frames, "extrapolation"
         )
-        flow = self.motion(frames, valid)
+        flow = self.motion(frames, valid, full_resolution=False)
         last_valid = None if valid is None else valid[:, -1]
         return semi_lagrangian(
-            frames[:, -1], flow, steps, valid=last_valid, midpoint=self.config["midpoint"]
+            frames[:, -1],
+            flow,
+            steps,
+            valid=last_valid,
+            midpoint=self.config["midpoint"],
+            trajectory_scale=self.config["trajectory_scale"],
         )
 
 

@@ -95,9 +95,13 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 
 
 def normalized_grid(height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Pixel-centre grid in grid_sample's normalised coordinates (align_corners=True), (1,H,W,2)."""
-    ys = torch.linspace(-1.0, 1.0, height, dtype=dtype, device=device)
-    xs = torch.linspace(-1.0, 1.0, width, dtype=dtype, device=device)
+    """Pixel centres in ``grid_sample`` coordinates (``align_corners=False``), ``(1, H, W, 2)``.
+
+    -1 and +1 are the outer edges of the image, so one grid addresses the same
+    places in an image of any resolution covering the same domain.
+    """
+    ys = (2.0 * torch.arange(height, dtype=dtype, device=device) + 1.0) / height - 1.0
+    xs = (2.0 * torch.arange(width, dtype=dtype, device=device) + 1.0) / width - 1.0
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack((gx, gy), dim=-1).unsqueeze(0)
 
@@ -105,10 +109,8 @@ def normalized_grid(height: int, width: int, dtype: torch.dtype, device: torch.d
 def normalized_pixel_size(
     height: int, width: int, dtype: torch.dtype, device: torch.device
 ) -> Tensor:
-    """Factor turning (dx, dy) in pixels into normalised grid units, shape (2,)."""
-    return torch.tensor(
-        [2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], dtype=dtype, device=device
-    )
+    """Size of one pixel ``(dx, dy)`` in ``grid_sample`` coordinates, shape ``(2,)``."""
+    return torch.tensor([2.0 / width, 2.0 / height], dtype=dtype, device=device)
 
 
 def sample_bilinear(images: Tensor, displacement: Tensor, padding_mode: str = "border") -> Tensor:
@@ -133,7 +135,7 @@ def sample_bilinear(images: Tensor, displacement: Tensor, padding_mode: str = "b
     scale = normalized_pixel_size(height, width, images.dtype, images.device)
     grid = base + displacement.permute(0, 2, 3, 1) * scale
     return F.grid_sample(
-        images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True
+        images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False
     )
 
 
@@ -193,8 +195,10 @@ def _erode(mask: Tensor, radius: int) -> Tensor:
     """Binary erosion of a 0/1 mask (N, C, H, W); outside the image counts as unobserved."""
     if radius <= 0:
         return mask
-    padded = F.pad(mask, (radius, radius, radius, radius), value=0.0)
-    return -F.max_pool2d(-padded, kernel_size=2 * radius + 1, stride=1)
+    size = 2 * radius + 1
+    # A box average is 1 only where the whole box is 1 (zero padding = outside).
+    mean = F.avg_pool2d(mask, size, stride=1, padding=radius, count_include_pad=True)
+    return (mean > 1.0 - 0.5 / size**2).to(mask.dtype)
 
 
 def dense_lucas_kanade(
@@ -210,6 +214,7 @@ def dense_lucas_kanade(
     confidence_scale: float = 0.5,
     flow_smooth_sigma: float = 2.0,
     margin: int = 2,
+    full_resolution: bool = True,
 ) -> Tensor:
     """Dense motion field of an image sequence by pyramidal Lucas-Kanade.
 
@@ -246,11 +251,16 @@ def dense_lucas_kanade(
         Gaussian smoothing of the flow after every level, in level pixels.
     margin
         Pixels eroded from the valid mask at full resolution.
+    full_resolution
+        Upsample the flow to ``(H, W)``; otherwise return it on the grid of
+        ``finest_level`` (still in full-resolution pixels per step, covering the
+        same domain), which is all an advection scheme that interpolates it needs.
 
     Returns
     -------
     Tensor
-        Flow ``(N, 2, H, W)`` in pixels per time step, same dtype as ``images``.
+        Flow ``(N, 2, H, W)`` (or coarser, see ``full_resolution``) in pixels per
+        time step, same dtype as ``images``.
     """
     if images.ndim != 4 or images.shape[1] < 2:
         raise ValueError(f"images must be (N, T>=2, H, W), got {tuple(images.shape)}")
@@ -328,8 +338,7 @@ def dense_lucas_kanade(
         flow = fill_push_pull(flow, confidence)
         flow = gaussian_blur(flow, flow_smooth_sigma)
 
-    if flow.shape[-2:] != (height, width):
-        flow = 2.0**finest_level * F.interpolate(
-            flow, size=(height, width), mode="bilinear", align_corners=False
-        )
+    flow = flow * 2.0**finest_level
+    if full_resolution and flow.shape[-2:] != (height, width):
+        flow = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False)
     return flow
