@@ -121,9 +121,16 @@ def _cmd_models(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from xnowcast.training.cli import run_training
+    if args.model == "dgmr":
+        from xnowcast.training.gan import main as train_main
 
-    run_training(args)
+        code = train_main(args.options)
+    else:
+        from xnowcast.training.supervised import main as train_main
+
+        code = train_main([args.model, *args.options])
+    if code:
+        raise UsageError(f"training {args.model} failed (exit code {code})")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -214,25 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "train",
-        "Train a model on your own radar archive.",
+        "Train a model on radar archives (the options are those of the trainer).",
         """
-        xnowcast train dgmr --data 'radar/*.nc' --out weights/ --steps 2000
-        xnowcast train zsm --data archive.zarr --out weights/ --steps 5000
+        xnowcast train dgmr --data-root /path/to/data --out weights/ --time-budget 1800
+        xnowcast train zsm --data-root /path/to/data --out weights/ --steps 2000
+        xnowcast train dgmr --help     (every option of the GAN trainer)
     """,
     )
-    p.add_argument("model", help="dgmr, zsm, fczsm, unet or unet3d")
-    p.add_argument(
-        "--data", nargs="+", required=True, help="training data: files, globs or dataset names"
-    )
-    p.add_argument("--val-data", nargs="+", default=None, help="held-out validation data")
-    p.add_argument("--out", required=True, help="output directory for checkpoints and weights")
-    p.add_argument("--config", default="small")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--resume", default=None, help="checkpoint to resume from")
+    p.add_argument("model", choices=["dgmr", "zsm", "fczsm", "unet", "unet3d"])
+    p.add_argument("options", nargs=argparse.REMAINDER, help="options passed to the trainer")
     p.set_defaults(func=_cmd_train)
 
     p = add(
