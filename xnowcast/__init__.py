@@ -17,8 +17,9 @@ from xnowcast.api import downscale, nowcast, verify
 from xnowcast.datasets import list_datasets, open_dataset
 from xnowcast.errors import (
     CoordinateError,
-    DataValueError,
     DatasetError,
+    DataValueError,
+    MetricError,
     ModelError,
     RadarFormatError,
     TimeAxisError,
@@ -39,6 +40,7 @@ __all__ = [
     "CoordinateError",
     "DataValueError",
     "DatasetError",
+    "MetricError",
     "ModelError",
     "RadarFormatError",
     "TimeAxisError",

@@ -55,3 +55,7 @@ class DatasetError(XnowcastError, ValueError):
 
 class RadarFormatError(XnowcastError, ValueError):
     """A radar file that cannot be decoded."""
+
+
+class MetricError(XnowcastError, ValueError):
+    """An unknown metric name, or a metric asked for something it cannot do."""

@@ -11,13 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from xnowcast.errors import XnowcastError
+from xnowcast.errors import MetricError
 
 __all__ = ["METRICS", "MetricError", "MetricInfo", "available_metrics", "metric_info"]
-
-
-class MetricError(XnowcastError, ValueError):
-    """An unknown metric name, or a metric asked for something it cannot do."""
 
 
 Kind = Literal["categorical", "continuous", "probabilistic", "neighbourhood", "structural"]
