@@ -61,6 +61,11 @@ class set_options:
                 raise ValueError(
                     f"Invalid value {value!r} for option {key!r}: {_DESCRIPTIONS[key]}."
                 )
+        size = kwargs.get("tile_size", OPTIONS["tile_size"])
+        if kwargs.get("tile_overlap", OPTIONS["tile_overlap"]) >= size:
+            raise ValueError(
+                f"tile_overlap must be smaller than tile_size ({size}): tiles would barely advance."
+            )
         for key, value in kwargs.items():
             self._old[key] = OPTIONS[key]
             OPTIONS[key] = value

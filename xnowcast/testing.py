@@ -101,7 +101,8 @@ def moving_storm(
         field[field < rain_floor] = 0.0
         data[t] = field
     if units not in ("mm/h", "mm h-1"):
-        data = convert_values(data, "mm/h", units).astype(np.float32)
+        data = convert_values(data, "mm/h", units, time_step=pd.Timedelta(step).to_timedelta64())
+        data = data.astype(np.float32)
     times = pd.date_range(start, periods=frames, freq=step).values.astype("datetime64[ns]")
     y = (np.arange(ny) + 0.5) * spacing
     x = (np.arange(nx) + 0.5) * spacing
