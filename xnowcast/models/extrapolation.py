@@ -153,12 +153,34 @@ class Extrapolation(nn.Module):
             frames, steps, valid, self.input_frames, "extrapolation"
         )
         flow = self.motion(frames, valid, full_resolution=False)
-        last_valid = None if valid is None else valid[:, -1]
+        return self.advect(frames[:, -1], flow, steps, None if valid is None else valid[:, -1])
+
+    def advect(
+        self, field: Tensor, flow: Tensor, steps: int, valid: Tensor | None = None
+    ) -> Tensor:
+        """Semi-Lagrangian extrapolation of one frame along a motion field.
+
+        Parameters
+        ----------
+        field
+            Rain rate ``(B, 1, H, W)``.
+        flow
+            Motion ``(B, 2, h, w)`` from :meth:`motion` (any grid covering the domain).
+        steps
+            Number of lead times.
+        valid
+            Boolean mask ``(B, 1, H, W)`` of observed pixels of ``field``, or ``None``.
+
+        Returns
+        -------
+        Tensor
+            ``(B, steps, 1, H, W)``, NaN where unknown.
+        """
         return semi_lagrangian(
-            frames[:, -1],
+            field,
             flow,
             steps,
-            valid=last_valid,
+            valid=valid,
             midpoint=self.config["midpoint"],
             trajectory_scale=self.config["trajectory_scale"],
         )
