@@ -94,6 +94,7 @@ sphinx_gallery_conf = {
     "ignore_pattern": r"__init__\.py|/_",
     "abort_on_example_error": True,
     "image_scrapers": ("matplotlib",),
+    "matplotlib_animations": (True, "jshtml"),  # embedded frames: no ffmpeg needed
     # matplotlib's state, then quiet CPU-only seeded settings (docs/_ext/xnowcast_docs.py)
     "reset_modules": ("matplotlib", "xnowcast_docs.reset_example"),
     "remove_config_comments": True,

@@ -87,7 +87,11 @@ fig, axes = plt.subplots(
 norm, cmap = LogNorm(0.1, 100), radar_colormap()
 for ax, (title, field) in zip(axes[0], panels.items(), strict=True):
     mesh = ax.pcolormesh(
-        field.x / 1000, field.y / 1000, field.where(field >= 0.1, 0.05), norm=norm, cmap=cmap
+        field.x / 1000,
+        field.y / 1000,
+        np.ma.masked_invalid(field.clip(min=0.05)),
+        norm=norm,
+        cmap=cmap,
     )
     ax.set(title=title, aspect="equal")
     ax.set_axis_off()

@@ -70,3 +70,43 @@ for name, fc in forecasts.items():
     print(f"{name}: mean member spread at 60 min {spread:.2f} {fc.attrs['units']}")
     fig = fc.nowcast.plot(obs, lead_times=[60], member="mean", panel_size=2.4)
     fig.suptitle(f"{name}: ensemble mean of {fc.sizes['member']} members")
+
+# %%
+# Animation
+# ---------
+#
+# The first model's forecast and the observations every 10 minutes of lead
+# time (the frames are embedded in the page, so it plays without a server):
+from matplotlib import animation
+from matplotlib import pyplot as plt
+from matplotlib.colors import LogNorm
+
+from xnowcast.plot import radar_colormap
+from xnowcast.verification import align_observations
+
+name, fc = next(iter(forecasts.items()))
+if "member" in fc.dims:
+    fc = fc.isel(member=0)
+seen = align_observations(fc, obs)
+fig, axes = plt.subplots(1, 2, figsize=(8, 3.9), layout="constrained", dpi=72)
+norm, cmap = LogNorm(0.1, 100), radar_colormap()
+maps = []
+for ax, field, title in zip(axes, [fc, seen], [name, "observed"], strict=True):
+    first = field.isel(lead_time=0)
+    maps.append(ax.imshow(first.clip(min=0.05), norm=norm, cmap=cmap))
+    ax.set_title(title)
+    ax.set_axis_off()
+fig.colorbar(maps[0], ax=axes, label="mm/h", extend="both", shrink=0.8)
+label = fig.suptitle("")
+
+
+def show(step):
+    for image, field in zip(maps, [fc, seen], strict=True):
+        frame = field.isel(lead_time=step)
+        image.set_data(frame.clip(min=0.05))
+    valid = np.datetime_as_string(fc.valid_time.values[step], unit="m")
+    label.set_text(f"+{(step + 1) * 5} min, valid {valid} UTC")
+    return [*maps, label]
+
+
+movie = animation.FuncAnimation(fig, show, frames=range(1, fc.sizes["lead_time"], 2), interval=500)
