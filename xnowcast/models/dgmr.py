@@ -37,6 +37,10 @@ Differences from the paper, all deliberate:
   shortcut of an up-sampling G block is applied before the (nearest)
   up-sampling, and the spectral-norm weights are computed once per call;
 * inputs are clipped to ``[0, max_rate]`` mm/h inside the module (NaN -> 0);
+  configs may also compress the inputs (``input_transform="log1p"``) and scale
+  the ReLU output (``output_scale`` mm/h per unit): the ``small`` config does,
+  so that a short training reaches rain rates of tens of mm/h without waiting
+  for batch-norm gains to grow that large (the ``paper`` config does not);
 * the temporal discriminator's crop offset is uniform over the whole frame
   (the pseudocode draws it from the first half only).
 """
@@ -52,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xnowcast.errors import ModelError
 from xnowcast.models.layers import (
     ConvGRU,
     DBlock,
@@ -94,6 +99,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "spatial_frames": 8,  # lead frames drawn for the spatial discriminator
         "temporal_crop_fraction": 0.5,  # temporal discriminator crop (128 of 256)
         "max_rate": 128.0,  # mm/h: inputs are clipped to [0, max_rate]
+        "input_transform": "none",  # "none": rates in mm/h; "log1p": log(1 + rate)
+        "output_scale": 1.0,  # mm/h per unit of the network's (ReLU) output
     },
     "small": {
         "input_frames": 4,
@@ -105,6 +112,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "spatial_frames": 8,
         "temporal_crop_fraction": 0.5,
         "max_rate": 128.0,
+        "input_transform": "log1p",
+        "output_scale": 10.0,
     },
 }
 
@@ -271,6 +280,12 @@ class Generator(nn.Module):
         self.config = cfg
         self.input_frames = int(cfg["input_frames"])
         self.max_rate = float(cfg["max_rate"])
+        if cfg["input_transform"] not in ("none", "log1p"):
+            raise ValueError(
+                f"input_transform must be 'none' or 'log1p', got {cfg['input_transform']!r}"
+            )
+        self.input_transform = cfg["input_transform"]
+        self.output_scale = float(cfg["output_scale"])
         self.noise_channels = int(cfg["noise_channels"])
         self.context_stack = ContextConditioningStack(self.input_frames, cfg["context_channels"])
         self.latent_stack = LatentConditioningStack(
@@ -282,16 +297,16 @@ class Generator(nn.Module):
 
     def _check(self, frames: Tensor, steps: int) -> None:
         if frames.dim() != 5 or frames.shape[1] != self.input_frames or frames.shape[2] != 1:
-            raise ValueError(
+            raise ModelError(
                 f"DGMR expects frames of shape (batch, {self.input_frames}, 1, H, W), "
                 f"got {tuple(frames.shape)}"
             )
         h, w = frames.shape[-2:]
         m = self.spatial_multiple
         if h % m or w % m or h == 0 or w == 0:
-            raise ValueError(f"DGMR needs H and W multiples of {m}, got {h} x {w}: pad the input")
+            raise ModelError(f"DGMR needs H and W multiples of {m}, got {h} x {w}: pad the input")
         if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+            raise ModelError(f"DGMR: steps must be >= 1, got {steps}")
 
     def sample_noise(self, frames: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """The latent noise for ``frames``: ``(B, noise_channels, H/32, W/32)``."""
@@ -320,6 +335,8 @@ class Generator(nn.Module):
         """
         self._check(frames, steps)
         x = torch.nan_to_num(frames, nan=0.0).clamp(0.0, self.max_rate)
+        if self.input_transform == "log1p":
+            x = torch.log1p(x)
         z = self.sample_noise(x, generator) if noise is None else noise
         # every parametrized (spectral-norm) weight is read once per module call: the
         # ConvGRUs read theirs once per sequence, the other blocks run batched over
@@ -328,7 +345,8 @@ class Generator(nn.Module):
         x = x.contiguous(memory_format=fmt) if x.dim() == 4 else x
         states = [s.contiguous(memory_format=fmt) for s in self.context_stack(x)]
         latent = self.latent_stack(z.contiguous(memory_format=fmt))
-        return self.sampler(states, latent, steps, time_chunk)
+        y = self.sampler(states, latent, steps, time_chunk)
+        return y if self.output_scale == 1.0 else y * self.output_scale
 
     def _memory_format(self) -> torch.memory_format:
         w = self.sampler.out_conv.weight

@@ -28,6 +28,7 @@ pickled, and :func:`train_dgmr` resumes from them bit for bit.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -60,6 +61,7 @@ from xnowcast.training.losses import (
 __all__ = [
     "TrainResult",
     "forecast_scores",
+    "gan_step",
     "load_checkpoint",
     "refresh_batchnorm",
     "save_generator_weights",
@@ -289,6 +291,71 @@ def save_generator_weights(
 # ---------------------------------------------------------------------------- training
 
 
+def gan_step(
+    generator: Generator,
+    discriminator: Discriminator,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    batch: CropBatch,
+    *,
+    lead_steps: int = 18,
+    grid_samples: int = 6,
+    grid_weight: float = 20.0,
+    grid_weight_mode: str = "clip",
+    disc_steps: int = 2,
+    rng: torch.Generator | None = None,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """One DGMR training step: ``disc_steps`` discriminator updates, one generator update.
+
+    The same batch serves every update.  The generator's ``grid_samples``
+    samples run as one batched forward, and are scored by the discriminators
+    in one call together with the observed sequence (the pseudocode scores
+    each sample with the observation in its own call).  Returns the losses.
+    """
+    dev = batch.inputs.device
+    x, y, valid = batch.inputs, batch.targets[:, :lead_steps], batch.valid[:, :lead_steps]
+    vmask = valid.to(y.dtype)
+
+    def autocast() -> Any:
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    discriminator.requires_grad_(True)
+    d_loss = torch.zeros(())
+    for _ in range(disc_steps):
+        with torch.no_grad(), autocast():
+            fake = generator(x, lead_steps, generator=rng).float() * vmask
+        with autocast():
+            scores = discriminator(torch.cat([x, x]), torch.cat([y, fake]), generator=rng)
+        real_s, fake_s = scores.float().chunk(2)
+        d_loss = hinge_discriminator_loss(real_s, fake_s)
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+
+    discriminator.requires_grad_(False)
+    xs = x.repeat(grid_samples, 1, 1, 1, 1)
+    with autocast():
+        samples = generator(xs, lead_steps, generator=rng).float()
+    samples = samples.reshape(grid_samples, *y.shape)
+    grid = grid_cell_regularizer(samples, y, valid, mode=grid_weight_mode)
+    fakes = (samples * vmask).flatten(0, 1)
+    with autocast():
+        scores = discriminator(torch.cat([x, xs]), torch.cat([y, fakes]), generator=rng)
+    g_hinge = hinge_generator_loss(scores.float()[x.shape[0] :])
+    g_loss = g_hinge + grid_weight * grid
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_g.step()
+    discriminator.requires_grad_(True)
+    return {
+        "d_loss": d_loss.item(),
+        "g_hinge": g_hinge.item(),
+        "grid": grid.item(),
+        "g_loss": g_loss.item(),
+    }
+
+
 def _as_list(data: Any) -> Any:
     if data is None or isinstance(data, Mapping | xr.DataArray | xr.Dataset):
         return data
@@ -497,14 +564,16 @@ def train_dgmr(
         sampler.rng.bit_generator.state = state
         return xs
 
-    def validate() -> dict[str, float]:
-        refresh_batchnorm(generator, bn_inputs(), lead_steps, seed)
-        generator.train()
-        assert val_batch is not None
-        return _validate(generator, val_batch, val_members, 18, seed, dev)
+    def inference_copy() -> Generator:
+        # a copy with standing batch-norm statistics; the training state stays untouched
+        # (the forward passes would also move the spectral-norm vectors)
+        ev = copy.deepcopy(generator)
+        refresh_batchnorm(ev, bn_inputs(), lead_steps, seed)
+        return ev
 
-    def autocast() -> Any:
-        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    def validate(ev: Generator) -> dict[str, float]:
+        assert val_batch is not None
+        return _validate(ev, val_batch, val_members, 18, seed, dev)
 
     generator.train()
     discriminator.train()
@@ -514,48 +583,24 @@ def train_dgmr(
     last: dict[str, float] = {}
     while step < steps:
         batch = sampler.sample(batch_size).to(dev)
-        x, y, valid = batch.inputs, batch.targets, batch.valid
-        vmask = valid.to(y.dtype)
-
-        # -- discriminator steps
-        discriminator.requires_grad_(True)
-        for _ in range(disc_steps):
-            with torch.no_grad(), autocast():
-                fake = generator(x, lead_steps, generator=rng).float() * vmask
-            with autocast():
-                scores = discriminator(torch.cat([x, x]), torch.cat([y, fake]), generator=rng)
-            real_s, fake_s = scores.float().chunk(2)
-            d_loss = hinge_discriminator_loss(real_s, fake_s)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-
-        # -- generator step: all samples in one batched forward
-        discriminator.requires_grad_(False)
-        xs = x.repeat(grid_samples, 1, 1, 1, 1)
-        with autocast():
-            samples = generator(xs, lead_steps, generator=rng).float()
-        samples = samples.reshape(grid_samples, *y.shape)
-        grid = grid_cell_regularizer(samples, y, valid, mode=grid_weight_mode)
-        fakes = (samples * vmask).flatten(0, 1)
-        with autocast():
-            scores = discriminator(torch.cat([x, xs]), torch.cat([y, fakes]), generator=rng)
-        g_hinge = hinge_generator_loss(scores.float()[x.shape[0] :])
-        g_loss = g_hinge + grid_weight * grid
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-
+        last = gan_step(
+            generator,
+            discriminator,
+            opt_g,
+            opt_d,
+            batch,
+            lead_steps=lead_steps,
+            grid_samples=grid_samples,
+            grid_weight=grid_weight,
+            grid_weight_mode=grid_weight_mode,
+            disc_steps=disc_steps,
+            rng=rng,
+            precision=precision,
+        )
         step += 1
         now = time.perf_counter()
         wall += now - start
         start = now
-        last = {
-            "d_loss": d_loss.item(),
-            "g_hinge": g_hinge.item(),
-            "grid": grid.item(),
-            "g_loss": g_loss.item(),
-        }
         if not all(math.isfinite(v) for v in last.values()):
             checkpoint()
             raise FloatingPointError(f"non-finite loss at step {step}: {last}")
@@ -563,7 +608,7 @@ def train_dgmr(
         bar.update(1)
         bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()})
         if val_batch is not None and step % val_every == 0:
-            scores_now = validate()
+            scores_now = validate(inference_copy())
             history[-1]["val"] = scores_now
             bar.write(
                 f"step {step}: " + json.dumps({k: round(v, 4) for k, v in scores_now.items()})
@@ -575,13 +620,11 @@ def train_dgmr(
             break
     bar.close()
 
+    final = inference_copy()
     final_scores: dict[str, Any] = {}
     if val_batch is not None:
-        final_scores = validate()
+        final_scores = validate(final)
         history.append({"step": step, "wall_time": round(wall, 2), "val": final_scores})
-    else:
-        refresh_batchnorm(generator, bn_inputs(), lead_steps, seed)
-    generator.eval()
     ckpt = checkpoint()
     training = {
         **args,
@@ -594,9 +637,9 @@ def train_dgmr(
         "precision": precision,
     }
     weights = out / (weights_name or f"dgmr-{config_name}.safetensors")
-    sha = save_generator_weights(generator, weights, training=training, scores=final_scores)
+    sha = save_generator_weights(final, weights, training=training, scores=final_scores)
     return TrainResult(
-        generator=generator,
+        generator=final,
         discriminator=discriminator,
         config=cfg,
         steps=step,
@@ -641,6 +684,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lead-steps", type=int, default=18)
     p.add_argument("--grid-samples", type=int, default=6)
     p.add_argument("--grid-weight-mode", default="clip", choices=["clip", "plus_one"])
+    p.add_argument("--lr-generator", type=float, default=5e-5)
+    p.add_argument("--lr-discriminator", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--checkpoint-every", type=int, default=500)
@@ -669,6 +714,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lead_steps=a.lead_steps,
         grid_samples=a.grid_samples,
         grid_weight_mode=a.grid_weight_mode,
+        lr_generator=a.lr_generator,
+        lr_discriminator=a.lr_discriminator,
         seed=a.seed,
         val_data=val,
         val_every=a.val_every,

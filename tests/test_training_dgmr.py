@@ -1,0 +1,273 @@
+"""DGMR training: crop sampling, losses, one GAN step, overfitting a real batch, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+torch = pytest.importorskip("torch")
+
+from xnowcast.models import dgmr  # noqa: E402
+from xnowcast.training import data as tdata  # noqa: E402
+from xnowcast.training import gan, losses  # noqa: E402
+
+TINY = {"context_channels": 16, "latent_channels": 32, "discriminator_channels": 4}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def field(frames: int = 26, size: int = 64, wet_corner: bool = True) -> xr.DataArray:
+    """A field that rains (10 mm/h) in its top-left quadrant only, with a NaN bottom-right."""
+    values = np.zeros((frames, size, size), dtype=np.float32)
+    if wet_corner:
+        values[:, : size // 2, : size // 2] = 10.0
+    values[:, size // 2 :, size // 2 :] = np.nan
+    time = pd.date_range("2021-07-04 15:00", periods=frames, freq="5min")
+    return xr.DataArray(
+        values,
+        dims=("time", "y", "x"),
+        coords={"time": time, "y": np.arange(size) * 1000.0, "x": np.arange(size) * 1000.0},
+        attrs={"units": "mm/h"},
+        name="precipitation",
+    )
+
+
+# ------------------------------------------------------------------------- sampling
+
+
+def test_acceptance_probability_follows_the_paper() -> None:
+    dry = np.zeros((4, 8, 8))
+    assert tdata.acceptance_probability(dry) == pytest.approx(2e-4)
+    wet = np.full((4, 8, 8), 50.0)
+    assert tdata.acceptance_probability(wet) == pytest.approx(2e-4 + 0.1, rel=1e-6)
+    half = np.zeros((4, 8, 8))
+    half[:, :4] = 1.0
+    expected = 2e-4 + 0.1 * 0.5 * (1 - np.exp(-1.0))
+    assert tdata.acceptance_probability(half) == pytest.approx(expected)
+    # missing pixels are left out of the mean
+    half[:, 4:] = np.nan
+    assert tdata.acceptance_probability(half) == pytest.approx(2e-4 + 0.1 * (1 - np.exp(-1.0)))
+
+
+def test_sampler_prefers_wet_crops_and_drops_missing_ones() -> None:
+    s = tdata.SequenceCropSampler(
+        field(), input_frames=4, lead_frames=6, crop=16, stride=8, max_missing=0.05, seed=0
+    )
+    # candidate acceptances equal the direct computation on the crop
+    for j in range(0, len(s.acceptance), 7):
+        values, _ = s._window(s.owner[j], s.local[j])
+        direct = tdata.acceptance_probability(values)
+        if np.isnan(values).mean() > 0.05:
+            assert s.acceptance[j] == 0
+        else:
+            assert s.acceptance[j] == pytest.approx(direct, rel=1e-6)
+    batch = s.sample(64)
+    assert batch.inputs.shape == (64, 4, 1, 16, 16)
+    assert batch.targets.shape == (64, 6, 1, 16, 16)
+    assert batch.valid.dtype == torch.bool
+    assert torch.isfinite(batch.targets).all()
+    usable = s.acceptance[s.acceptance > 0]
+    dry_candidates = np.mean(np.isclose(usable, 2e-4))
+    assert dry_candidates > 0.2
+    dry_drawn = (batch.targets.amax(dim=(1, 2, 3, 4)) == 0).float().mean()
+    assert dry_drawn < 0.05  # a dry crop is hundreds of times less likely than a wet one
+    assert (~batch.valid).float().mean() <= 0.05
+
+
+def test_sampler_clips_rates_converts_dbz_and_skips_time_gaps() -> None:
+    da = field(frames=30)
+    da[:, 0, 0] = 500.0
+    da = da.drop_isel(time=[12])  # a gap: 11 frames before, 18 after
+    s = tdata.SequenceCropSampler(da, input_frames=4, lead_frames=6, crop=16, max_rate=128.0)
+    windows = sum(len(g) for g in s.generators)
+    per_window = len(s.generators[0]) // (12 - 10 + 1)
+    assert windows == per_window * ((12 - 10 + 1) + (17 - 10 + 1))
+    assert s.sample(16).targets.max() <= 128.0
+    dbz = field()
+    dbz.values[:] = np.where(np.isnan(dbz.values), np.nan, 23.0)
+    dbz.attrs["units"] = "dBZ"
+    rate = tdata.as_rain_rate(dbz)
+    assert rate.attrs["units"] == "mm/h"
+    assert float(rate[0, 0, 0]) == pytest.approx((10**2.3 / 200) ** (1 / 1.6), rel=1e-3)
+
+
+def test_sampler_rejects_data_that_cannot_give_a_crop() -> None:
+    from xnowcast.errors import DataValueError, TimeAxisError
+
+    with pytest.raises(TimeAxisError):
+        tdata.SequenceCropSampler(field(frames=8), input_frames=4, lead_frames=6, crop=16)
+    nan = field()
+    nan.values[:] = np.nan
+    with pytest.raises(DataValueError):
+        tdata.SequenceCropSampler(nan, input_frames=4, lead_frames=6, crop=16)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_hinge_losses() -> None:
+    real = torch.tensor([[2.0], [0.5]])
+    fake = torch.tensor([[-2.0], [0.0]])
+    # relu(1 - real) = [0, 0.5] ; relu(1 + fake) = [0, 1]
+    assert losses.hinge_discriminator_loss(real, fake).item() == pytest.approx(0.25 + 0.5)
+    assert losses.hinge_generator_loss(fake).item() == pytest.approx(1.0)
+
+
+def test_grid_cell_regularizer_weights_and_mask() -> None:
+    target = torch.tensor([0.0, 2.0, 30.0, 5.0]).reshape(1, 1, 1, 1, 4)
+    samples = torch.stack([target + 1.0, target + 3.0])  # mean = target + 2
+    valid = torch.tensor([True, True, True, False]).reshape(1, 1, 1, 1, 4)
+    # clip weights [0, 2, 24, 5]; |err| = 2; masked mean over 3 pixels
+    got = losses.grid_cell_regularizer(samples, target, valid)
+    assert got.item() == pytest.approx(2 * (0 + 2 + 24) / 3)
+    got = losses.grid_cell_regularizer(samples, target, valid, mode="plus_one")
+    assert got.item() == pytest.approx(2 * (1 + 3 + 24) / 3)
+    assert losses.grid_cell_regularizer(samples, target).item() == pytest.approx(
+        2 * (0 + 2 + 24 + 5) / 4
+    )
+
+
+def test_crps_of_an_ensemble() -> None:
+    members = np.array([[1.0], [3.0]])
+    obs = np.array([2.0])
+    # E|X-y| = 1, E|X-X'| = (0 + 2 + 2 + 0)/4 = 1 -> CRPS = 1 - 0.5
+    assert gan._crps_ensemble(members, obs)[0] == pytest.approx(0.5)
+    assert gan._crps_ensemble(np.array([[4.0]]), obs)[0] == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------- GAN training
+
+
+def real_batch(shared_data: Path, crop: int = 128) -> tdata.CropBatch:
+    from xnowcast.io import open_radar
+
+    da = open_radar(shared_data / "radar" / "mch" / "20150515")
+    s = tdata.SequenceCropSampler(
+        {"mch-20150515": da}, input_frames=4, lead_frames=6, crop=crop, stride=32, seed=1
+    )
+    return s.rainiest(1)
+
+
+def make_models(seed: int = 0):
+    torch.manual_seed(seed)
+    g = dgmr.build_generator(TINY)
+    d = dgmr.build_discriminator(TINY)
+    opt_g = torch.optim.Adam(g.parameters(), lr=5e-5, betas=(0.0, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.0, 0.999))
+    return g, d, opt_g, opt_d
+
+
+def test_one_gan_step_updates_both_networks(shared_data: Path) -> None:
+    batch = real_batch(shared_data)
+    g, d, opt_g, opt_d = make_models()
+    before_g = {k: v.clone() for k, v in g.state_dict().items()}
+    before_d = {k: v.clone() for k, v in d.state_dict().items()}
+    out = gan.gan_step(
+        g,
+        d,
+        opt_g,
+        opt_d,
+        batch,
+        lead_steps=6,
+        grid_samples=2,
+        rng=torch.Generator().manual_seed(0),
+    )
+    assert set(out) == {"d_loss", "g_hinge", "grid", "g_loss"}
+    assert all(np.isfinite(v) for v in out.values())
+    assert out["g_loss"] == pytest.approx(out["g_hinge"] + 20 * out["grid"], rel=1e-5)
+    changed_g = [k for k, v in g.state_dict().items() if not torch.equal(v, before_g[k])]
+    changed_d = [k for k, v in d.state_dict().items() if not torch.equal(v, before_d[k])]
+    assert any("original" in k for k in changed_g)  # a spectrally normalised weight moved
+    assert any(k.startswith("spatial.") for k in changed_d)
+    assert any(k.startswith("temporal.") for k in changed_d)
+
+
+@pytest.mark.slow
+def test_tiny_config_overfits_a_real_batch(shared_data: Path) -> None:
+    batch = real_batch(shared_data)
+    torch.manual_seed(0)
+    cfg = {**TINY, "context_channels": 32, "latent_channels": 64}
+    cfg.update(input_transform="log1p", output_scale=10.0)  # as the shipped small config
+    g, d = dgmr.build_generator(cfg), dgmr.build_discriminator(cfg)
+    opt_g = torch.optim.Adam(g.parameters(), lr=5e-3, betas=(0.0, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.0, 0.999))
+    rng = torch.Generator().manual_seed(0)
+    grid = []
+    for _ in range(60):
+        out = gan.gan_step(
+            g, d, opt_g, opt_d, batch, lead_steps=6, grid_samples=2, disc_steps=1, rng=rng
+        )
+        grid.append(out["grid"])
+    first, last = np.mean(grid[:3]), np.mean(grid[-3:])
+    assert last < first / 1.8, grid
+
+
+def test_train_dgmr_checkpoints_resume_and_weights(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    da = field(frames=30, size=128)
+    da.values[:, :, :] = np.where(np.isnan(da.values), 0.0, da.values)
+    kwargs = dict(
+        config=TINY,
+        crop=128,
+        batch_size=1,
+        lead_steps=4,
+        grid_samples=2,
+        seed=3,
+        checkpoint_every=1,
+        val_every=2,
+        val_crops=1,
+        val_crop=128,
+        val_members=2,
+        progress=False,
+        bn_batches=1,
+    )
+    full = gan.train_dgmr(da, steps=2, out_dir=tmp_path / "full", val_data=da, **kwargs)
+    gan.train_dgmr(da, steps=1, out_dir=tmp_path / "half", val_data=da, **kwargs)
+    resumed = gan.train_dgmr(
+        da, steps=2, out_dir=tmp_path / "half", resume=tmp_path / "half", val_data=da, **kwargs
+    )
+    assert full.steps == resumed.steps == 2
+
+    def losses_by_step(result):
+        return {h["step"]: h["g_loss"] for h in result.history if "g_loss" in h}
+
+    # the resumed run took exactly the same second step
+    assert losses_by_step(resumed) == losses_by_step(full)
+    for k, v in full.generator.state_dict().items():
+        torch.testing.assert_close(resumed.generator.state_dict()[k], v, msg=k)
+    # the weights: safetensors with DGMR metadata, loadable into a fresh generator
+    with safe_open(str(full.weights), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["model"] == "dgmr"
+    config = json.loads(meta["config"])
+    training = json.loads(meta["training"])
+    scores = json.loads(meta["scores"])
+    assert config["context_channels"] == 16
+    assert training["steps"] == 2 and training["crop"] == 128 and training["seed"] == 3
+    assert {"csi_mean_1", "csi_mean_4", "csi_mean_8", "crps"} <= set(scores)
+    from xnowcast.weights import load_state_dict
+
+    state, _ = load_state_dict(full.weights, sha256=full.sha256)
+    fresh = dgmr.build_generator(config)
+    fresh.load_state_dict(state)
+    x = torch.rand(1, 4, 1, 64, 64)
+    with torch.inference_mode():
+        a = fresh.eval()(x, 2, generator=torch.Generator().manual_seed(0))
+        b = full.generator.eval()(x, 2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b)
+    # checkpoints hold no pickles: both files open as safetensors
+    for name in (gan.CHECKPOINT, gan.OPTIMISER):
+        with safe_open(str(tmp_path / "full" / name), framework="pt") as f:
+            assert len(list(f.keys())) > 0
