@@ -177,9 +177,7 @@ def resolve_config(
         key = config
         overrides: dict[str, Any] = {}
     elif isinstance(config, dict):
-        overrides = {
-            k: v for k, v in config.items() if k not in ("model", "factor", "time_factor")
-        }
+        overrides = {k: v for k, v in config.items() if k not in ("model", "factor", "time_factor")}
         key = overrides.pop("preset", "default")
     else:
         raise ModelError(f"config of {name!r} must be a preset name or a dict, not {config!r}")

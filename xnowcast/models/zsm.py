@@ -118,6 +118,7 @@ ZSM_CONFIGS: dict[str, dict[str, Any]] = {
         "levels": 2,
         "static_nf": 0,
         "static_blocks": 0,
+        "max_offset": 8.0,
     },
     # For tests.
     "tiny": {

@@ -73,9 +73,15 @@ class TrainConfig:
         Optimiser steps (the run also stops after ``max_wall_s`` seconds).
     batch_size, lr, grad_clip
         Adam on batches of pairs; the learning rate decays to 5 % of ``lr``
-        along a cosine; gradients are clipped to this norm (None: no clipping).
+        along a cosine of the run's progress (the larger of the share of
+        steps done and the share of ``max_wall_s`` used, so a run cut by its
+        time budget still ends annealed); gradients are clipped to this norm
+        (None: no clipping).
     augment
         Random flips, 90-degree rotations and time reversal of each batch.
+    subcrop
+        Train on random ``subcrop x subcrop`` (coarse cells) windows of the
+        pairs' crops (None: whole crops).
     seed
         Seed of the initialisation, batch order and augmentation.
     val_every, checkpoint_every, log_every
@@ -91,6 +97,7 @@ class TrainConfig:
     lr: float = 5e-4
     grad_clip: float | None = 1.0
     augment: bool = True
+    subcrop: int | None = None
     seed: int = 0
     val_every: int = 100
     checkpoint_every: int = 100
@@ -122,6 +129,22 @@ def _augment(batch: tuple, generator: Any) -> tuple:
     if reverse:
         out[:3] = [torch.flip(x, dims=(1,)) for x in out[:3]]
     return tuple(t.contiguous() for t in out)
+
+
+def _subcrop(batch: tuple, size: int, factor: int, generator: Any) -> tuple:
+    """A random ``size x size`` coarse window (and the matching fine window) of a batch."""
+    import torch
+
+    coarse, fine, mask, static = batch
+    h, w = coarse.shape[-2:]
+    if size >= min(h, w):
+        return batch
+    y0 = int(torch.randint(h - size + 1, (1,), generator=generator))
+    x0 = int(torch.randint(w - size + 1, (1,), generator=generator))
+    ys, xs = slice(y0, y0 + size), slice(x0, x0 + size)
+    fy = slice(y0 * factor, (y0 + size) * factor)
+    fx = slice(x0 * factor, (x0 + size) * factor)
+    return coarse[..., ys, xs], fine[..., fy, fx], mask[..., fy, fx], static[..., fy, fx]
 
 
 def _static_for(model: Any, static: Any) -> Any:
@@ -347,10 +370,6 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     baseline = build_trilinear(factor=model.factor, time_factor=model.time_factor)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    decay = torch.optim.lr_scheduler.LambdaLR(
-        optimiser,
-        lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / config.steps, 1.0))),
-    )
     info: dict[str, Any] = {
         **(training_info or {}),
         "recipe": asdict(config),
@@ -376,6 +395,8 @@ def train(
             train_pairs.mask[idx],
             train_pairs.static[idx],
         )
+        if config.subcrop:
+            batch = _subcrop(batch, config.subcrop, int(model.factor), generator)
         if config.augment:
             batch = _augment(batch, generator)
         coarse, fine, mask, static = batch
@@ -386,14 +407,20 @@ def train(
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimiser.step()
-        decay.step()
+        elapsed = time.perf_counter() - start
+        done_share = step / config.steps
+        if config.max_wall_s:
+            done_share = max(done_share, elapsed / config.max_wall_s)
+        for group in optimiser.param_groups:
+            group["lr"] = config.lr * (0.05 + 0.475 * (1 + math.cos(math.pi * min(done_share, 1))))
         value = float(loss.detach())
         running = value if running is None else 0.95 * running + 0.05 * value
         if config.log_every and step % config.log_every == 0:
             history.append((step, running))
+            if not progress:
+                print(f"step {step} loss {running:.5g} wall {elapsed:.0f}s", flush=True)
         bar.set_postfix(loss=f"{running:.4g}")
         bar.update(1)
-        elapsed = time.perf_counter() - start
         done = step == config.steps or (config.max_wall_s and elapsed > config.max_wall_s)
         if val_pairs is not None and config.val_every and step % config.val_every == 0:
             val_history.append((step, evaluate(model, val_pairs)["mse"]))
@@ -547,6 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--subcrop", type=int, default=None)
+    parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--pairs-per-event", type=int, default=300)
@@ -559,6 +588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
+        subcrop=args.subcrop,
+        checkpoint_every=args.checkpoint_every,
+        val_every=args.checkpoint_every,
         max_wall_s=None if args.max_minutes is None else 60 * args.max_minutes,
     )
     result = train_downscaler(
