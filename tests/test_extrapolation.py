@@ -232,3 +232,26 @@ def test_bad_calls_raise_model_error(model, moving):
         build_extrapolation({"input_frames": 1})
     with pytest.raises(ModelError, match="no configuration"):
         build_persistence({"x": 1})
+
+
+def test_real_event_beats_persistence_and_keeps_radar_range(shared_data, model):
+    np = pytest.importorskip("numpy")
+    from xnowcast.io import open_radar
+
+    files = sorted((shared_data / "radar" / "rmi" / "radqpe" / "20210704").glob("*.hdf"))
+    rate = open_radar(files[8:17])["precipitation"].values  # mm/h, NaN outside radar range
+    inputs, observed = rate[:3], rate[-1]  # 30 min after the last input
+    valid = np.isfinite(inputs)
+    forecast = model(
+        torch.from_numpy(np.where(valid, inputs, 0.0))[None, :, None],
+        STEPS,
+        valid=torch.from_numpy(valid)[None, :, None],
+    )[0, -1, 0].numpy()
+    known = np.isfinite(forecast) & np.isfinite(observed)
+    ours = csi(torch.from_numpy(forecast[known]), torch.from_numpy(observed[known]))
+    held = csi(torch.from_numpy(inputs[-1][known]), torch.from_numpy(observed[known]))
+    assert ours > 0.35
+    assert ours > 1.5 * held
+    # Outside radar range stays unknown (it moves by the motion, a few pixels at most).
+    assert abs(np.isnan(forecast).mean() - (~valid[-1]).mean()) < 0.02
+    assert np.isnan(forecast[:5, :5]).all()  # a corner far outside the radar range
