@@ -118,8 +118,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 #: elements allowed in one activation of a lead-time chunk (bounds inference memory:
-#: 2**23 float32 = 32 MiB per tensor).
-_CHUNK_ELEMENTS = 2**23
+#: 2**22 float32 = 16 MiB per tensor).
+_CHUNK_ELEMENTS = 2**22
 
 
 def resolve_config(config: str | Mapping[str, Any]) -> dict[str, Any]:
