@@ -97,10 +97,16 @@ def run(data_root: Path, threads: int, max_windows: int | None) -> dict:
         ssim_mm, ssim_z = [], []
         started = time.perf_counter()
         for coarse, fine, mask in data:
-            x = torch.from_numpy(coarse)[None, :, None]
-            st = torch.from_numpy(static)[None] if model.static_channels else None
+            # Zero padding (bottom/right) to the model's spatial multiple, as the runtime does.
+            m = int(model.spatial_multiple)
+            ph, pw = (-coarse.shape[-2]) % m, (-coarse.shape[-1]) % m
+            x = torch.nn.functional.pad(torch.from_numpy(coarse)[None, :, None], (0, pw, 0, ph))
+            st = None
+            if model.static_channels:
+                st = torch.nn.functional.pad(torch.from_numpy(static)[None], (0, 2 * pw, 0, 2 * ph))
             with torch.no_grad():
-                pred = model(x, st)[0, :, 0].numpy().astype(np.float64)
+                pred = model(x, st)[0, :, 0, : fine.shape[-2], : fine.shape[-1]]
+            pred = pred.numpy().astype(np.float64)
             target = np.where(mask, fine, np.nan).astype(np.float64)
             predm = np.where(mask, pred, np.nan)
             z_pred = dbz(torch.from_numpy(np.nan_to_num(pred))).numpy()
