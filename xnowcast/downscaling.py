@@ -27,6 +27,7 @@ from xnowcast.fields import (
     positive_int,
     prepare_field,
 )
+from xnowcast.grids import STATIC_NAMES, fine_centres, static_fields
 from xnowcast.options import OPTIONS
 from xnowcast.registry import get_spec, weights_metadata
 from xnowcast.units import convert_values
@@ -39,12 +40,9 @@ _WINDOWS_PER_BLOCK = 4
 
 def fine_coordinate(coord: xr.DataArray, factor: int) -> xr.DataArray:
     """Cell centres of a grid refined ``factor`` times (block means give ``coord`` back)."""
-    values = np.asarray(coord.values, dtype=np.float64)
-    if values.size < 2:
+    if coord.size < 2:
         raise CoordinateError(f"Coordinate {coord.name!r} needs at least two cells to be refined.")
-    spacing = values[1] - values[0]
-    offsets = ((np.arange(factor) + 0.5) / factor - 0.5) * spacing
-    fine = (values[:, None] + offsets[None, :]).reshape(-1)
+    fine = fine_centres(coord.values, factor)
     return xr.DataArray(fine, dims=coord.dims, attrs=coord.attrs, name=coord.name)
 
 
@@ -248,10 +246,17 @@ def downscale(
     static_np = _stack_fields(
         static, (axes.y, axes.x), {axes.y: fine_y.values, axes.x: fine_x.values}, "static"
     )
-    if int(getattr(net, "static_channels", 0)) and static_np is None:
+    needs_static = int(getattr(net, "static_channels", 0))
+    if needs_static and static_np is None:
+        # the fields FC-ZSM was trained with: radar coverage over the whole series and the
+        # fine cell centres scaled to [-1, 1] (xnowcast.grids.STATIC_NAMES)
+        coarse_values = np.asarray(da.values, dtype=np.float32)
+        static_np = static_fields(coarse_values, factor, da[axes.x].values, da[axes.y].values)
+    if static_np is not None and static_np.shape[0] != needs_static:
         raise ModelError(
-            f"Model {spec.name!r} needs {net.static_channels} static field(s) on the fine grid: "
-            "pass static=[...] (see xnowcast.models.zsm.default_static_fields)."
+            f"Model {spec.name!r} takes {needs_static} static field(s) on the fine grid, got "
+            f"{static_np.shape[0]}. The shipped FC-ZSM weights use {list(STATIC_NAMES)}; train "
+            "your own (xnowcast train fczsm) to use other fields such as terrain."
         )
     dyn_np = _stack_fields(
         dynamic,

@@ -276,3 +276,51 @@ register(
         default_config="default",
     )
 )
+
+_DOWNSCALE_REFERENCE = "Chen, Qin & Dai (2022), Front. Earth Sci. 10:887842"
+for _name, _builder, _summary, _reference, _sha in (
+    (
+        "unet",
+        "xnowcast.models.unet:build_unet",
+        "2-D U-Net with time folded into channels (residual over trilinear): a paper baseline.",
+        f"Ronneberger et al. (2015); {_DOWNSCALE_REFERENCE} (baseline)",
+        "8ac4bf0338022eec02568510285a81f5d0567689a93807548c0b57649e61050e",
+    ),
+    (
+        "unet3d",
+        "xnowcast.models.unet:build_unet3d",
+        "3-D U-Net over (time, y, x) (residual over trilinear): a paper baseline.",
+        f"Cicek et al. (2016); {_DOWNSCALE_REFERENCE} (baseline)",
+        "347e6341c14fd908db0a0b571606ccd6bc51b731d29bc3fae3b69060085370ae",
+    ),
+    (
+        "zsm",
+        "xnowcast.models.zsm:build_zsm",
+        "Zooming Slow-Mo: deformable frame interpolation + bidirectional deformable ConvLSTM.",
+        "Xiang et al. (2020), CVPR; " + _DOWNSCALE_REFERENCE,
+        "cf6ea93c24c8dfa31fdf3a84ba7664f87e7a771a976df68f0e079ec1e406bdf8",
+    ),
+    (
+        "fczsm",
+        "xnowcast.models.zsm:build_fczsm",
+        "Feature-Constrained ZSM: static fields (coverage, x, y) steer the deformable offsets.",
+        _DOWNSCALE_REFERENCE,
+        "49a7c0db49b1616220d490e89de0af27fbabc265c2975a34922d7796ee88a268",
+    ),
+):
+    register(
+        ModelSpec(
+            name=_name,
+            task="downscale",
+            builder=_builder,
+            summary=_summary,
+            reference=_reference,
+            units="mm/h",
+            normalisation="log1p inside the module; output is a residual over trilinear",
+            default_config="default",
+            weights={"compact": WeightsFile(f"{_name}-compact.safetensors", _sha)},
+            default_weights="compact",
+            factors=(1, 2, 3, 4),
+            time_factors=(1, 2, 3, 4),
+        )
+    )
