@@ -6,6 +6,8 @@ tables are not written by hand:
 ``.. xnowcast-models::``
     One row per registered model (:data:`xnowcast.registry.MODELS`): name,
     task, what it is, source paper, time step, default weights.
+``.. xnowcast-weights-summary::``
+    Overview tables of the shipped weights: training record and headline scores.
 ``.. xnowcast-weights::``
     For every shipped weights file: its size and sha256 (checked against the
     registry), and the config, training record and scores stored in its
@@ -32,7 +34,15 @@ from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
-__all__ = ["cli_lines", "configs_lines", "models_lines", "reset_example", "setup", "weights_lines"]
+__all__ = [
+    "cli_lines",
+    "configs_lines",
+    "models_lines",
+    "reset_example",
+    "setup",
+    "summary_lines",
+    "weights_lines",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +192,109 @@ def weights_lines(models: Mapping[str, Any] | None = None) -> list[str]:
     return out
 
 
+def _shipped(models: Mapping[str, Any] | None = None) -> list[tuple[str, str, Any, dict]]:
+    """``(model, label, entry, metadata)`` of every shipped weights file present in this build."""
+    from xnowcast.registry import MODELS, weights_metadata
+
+    models = MODELS if models is None else models
+    out = []
+    for name in sorted(models):
+        spec = models[name]
+        for label, entry in spec.weights.items():
+            if entry.path.is_file():
+                out.append((name, label, entry, weights_metadata(spec, label)))
+    return out
+
+
+def _first(mapping: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if mapping.get(key) not in (None, ""):
+            return mapping[key]
+    return "-"
+
+
+def summary_lines(models: Mapping[str, Any] | None = None) -> list[str]:
+    """Overview tables of the shipped weights: how each was trained, and its headline scores.
+
+    The downscaling weights (metadata ``format`` ``xnowcast-downscale-1``) store
+    MSE and SSIM on held-out pairs for the model and for trilinear interpolation;
+    they get a scores table of their own.  Other formats are summarised by
+    their training record; their full metadata follow in the per-file sections.
+    """
+    shipped = _shipped(models)
+    if not shipped:
+        return []
+    rows = []
+    for name, _label, entry, meta in shipped:
+        training = meta.get("training", {}) or {}
+        events = training.get("events", training.get("train_events", "-"))
+        if isinstance(events, list | tuple):
+            events = ", ".join(map(str, events))
+        rows.append(
+            [
+                f"``{name}``",
+                f"``{entry.filename}``",
+                f"{entry.path.stat().st_size / 1e6:.2f}",
+                _number(_first(training, "parameters", "generator_parameters")),
+                events,
+                _first(training, "holdout", "held_out"),
+                _number(_first(training, "steps")),
+                _number(_first(training, "wall_s", "wall_time")),
+            ]
+        )
+    out = _list_table(
+        ["model", "file", "MB", "parameters", "trained on", "held out", "steps", "wall time (s)"],
+        rows,
+        "9 20 5 9 27 11 7 9",
+    )
+    down = [
+        (name, meta)
+        for name, _, _, meta in shipped
+        if meta.get("format") == "xnowcast-downscale-1" and "model" in meta.get("scores", {})
+    ]
+    if down:
+        rows = []
+        for name, meta in down:
+            scores = meta["scores"]
+            model, base = scores["model"], scores.get("trilinear", {})
+            rows.append(
+                [
+                    f"``{name}``",
+                    _number(model.get("mse")),
+                    _number(model.get("mse_inserted")),
+                    _number(model.get("mse_original")),
+                    _number(model.get("ssim")),
+                    _number(base.get("mse", "-")),
+                    _number(base.get("ssim", "-")),
+                    "-"
+                    if scores.get("mse_reduction_vs_trilinear") is None
+                    else f"{100 * scores['mse_reduction_vs_trilinear']:.1f} %",
+                    _number(scores.get("pairs", "-")),
+                ]
+            )
+        out += [
+            "Downscaling scores stored with the weights, on held-out pairs (2x space, "
+            "2x time) cut from the held-out event; MSE in (mm/h)², SSIM as in the "
+            "FC-ZSM paper:",
+            "",
+        ]
+        out += _list_table(
+            [
+                "model",
+                "MSE",
+                "MSE inserted frames",
+                "MSE original frames",
+                "SSIM",
+                "trilinear MSE",
+                "trilinear SSIM",
+                "MSE reduction vs trilinear",
+                "pairs",
+            ],
+            rows,
+        )
+    return out
+
+
 def configs_lines(target: str) -> list[str]:
     """A table of the named configurations ``module:DICT`` (rows: keys; columns: configs)."""
     module_name, _, attribute = target.partition(":")
@@ -244,6 +357,11 @@ class WeightsDirective(_RstDirective):
         return weights_lines()
 
 
+class WeightsSummaryDirective(_RstDirective):
+    def lines(self) -> list[str]:
+        return summary_lines()
+
+
 class ConfigsDirective(_RstDirective):
     required_arguments = 1
 
@@ -259,6 +377,7 @@ class CliDirective(_RstDirective):
 def setup(app: Any) -> dict[str, Any]:
     app.add_directive("xnowcast-models", ModelsDirective)
     app.add_directive("xnowcast-weights", WeightsDirective)
+    app.add_directive("xnowcast-weights-summary", WeightsSummaryDirective)
     app.add_directive("xnowcast-configs", ConfigsDirective)
     app.add_directive("xnowcast-cli", CliDirective)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
