@@ -230,6 +230,8 @@ def test_bad_calls_raise_model_error(model, moving):
         build_extrapolation({"window_sigmaa": 3.0})
     with pytest.raises(ModelError, match="input_frames"):
         build_extrapolation({"input_frames": 1})
+    with pytest.raises(ModelError, match="regularization"):
+        build_extrapolation({"regularization": 0.0})
     with pytest.raises(ModelError, match="no configuration"):
         build_persistence({"x": 1})
 

@@ -59,8 +59,8 @@ def _gaussian_kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> 
     return kernel / kernel.sum()
 
 
-def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of every channel of ``x`` (N, C, H, W), edges replicated.
+def gaussian_blur(x: Tensor, sigma: float, padding: str = "replicate") -> Tensor:
+    """Separable Gaussian blur of every channel of ``x`` (N, C, H, W).
 
     Parameters
     ----------
@@ -68,6 +68,8 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
         Batch of images, shape ``(N, C, H, W)``.
     sigma
         Standard deviation in pixels; ``<= 0`` returns ``x`` unchanged.
+    padding
+        Values beyond the edges: ``"replicate"`` (the edge value) or ``"zeros"``.
 
     Returns
     -------
@@ -90,8 +92,9 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
         kernel_y = _gaussian_kernel(sigma, x.dtype, x.device)[radius - pad_y : radius + pad_y + 1]
         kx = (kernel_x / kernel_x.sum()).view(1, 1, 1, -1).expand(channels, 1, 1, -1)
         ky = (kernel_y / kernel_y.sum()).view(1, 1, -1, 1).expand(channels, 1, -1, 1)
-    x = F.conv2d(F.pad(x, (pad_x, pad_x, 0, 0), mode="replicate"), kx, groups=channels)
-    return F.conv2d(F.pad(x, (0, 0, pad_y, pad_y), mode="replicate"), ky, groups=channels)
+    mode = "constant" if padding == "zeros" else padding
+    x = F.conv2d(F.pad(x, (pad_x, pad_x, 0, 0), mode=mode), kx, groups=channels)
+    return F.conv2d(F.pad(x, (0, 0, pad_y, pad_y), mode=mode), ky, groups=channels)
 
 
 def normalized_grid(height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -214,6 +217,8 @@ def dense_lucas_kanade(
     confidence_scale: float = 0.5,
     flow_smooth_sigma: float = 2.0,
     margin: int = 2,
+    edge_margin: int = 1,
+    min_coarse_size: int = 16,
     full_resolution: bool = True,
 ) -> Tensor:
     """Dense motion field of an image sequence by pyramidal Lucas-Kanade.
@@ -251,6 +256,11 @@ def dense_lucas_kanade(
         Gaussian smoothing of the flow after every level, in level pixels.
     margin
         Pixels eroded from the valid mask at full resolution.
+    min_coarse_size
+        Fewer levels are used when the coarsest would be smaller than this many pixels.
+    edge_margin
+        Pixels, at every level, next to the image edge or an unobserved pixel that take
+        no part in the fit.
     full_resolution
         Upsample the flow to ``(H, W)``; otherwise return it on the grid of
         ``finest_level`` (still in full-resolution pixels per step, covering the
@@ -270,7 +280,11 @@ def dense_lucas_kanade(
     else:
         weight = _erode(valid.to(images.dtype), margin)
     images = images * (weight > 0)
-    edge = math.ceil(2.0 * presmooth_sigma) + 1
+    edge = edge_margin
+    # The coarsest level keeps at least ``min_coarse_size`` pixels across: a level of
+    # a few pixels has no usable structure and would only add its errors.
+    while levels > finest_level and min(height, width) / 2**levels < min_coarse_size:
+        levels -= 1
 
     # Image pyramid: level k is 2**k times coarser; images averaged over valid pixels.
     pyramid = [(images, weight)]
@@ -287,10 +301,16 @@ def dense_lucas_kanade(
             flow = 2.0 * F.interpolate(
                 flow, size=img.shape[-2:], mode="bilinear", align_corners=False
             )
-        img = gaussian_blur(img, presmooth_sigma)
-        # Only pixels whose whole neighbourhood was observed, and away from the image
-        # edge (rain leaving the domain looks like a fixed edge), take part.
-        w = _erode((w > 0.999).to(img.dtype), edge)
+        # Smooth over observed pixels inside the image only (normalised convolution),
+        # so that neither the edge of an unobserved region nor the image edge looks
+        # like an edge of the rain field.
+        w = (w > 0.999).to(img.dtype)
+        img = gaussian_blur(img * w, presmooth_sigma, "zeros") / gaussian_blur(
+            w, presmooth_sigma, "zeros"
+        ).clamp_min(1e-3)
+        # Pixels next to an unobserved one or the image edge (where rain leaving the
+        # domain looks like a fixed edge) take no part.
+        w = _erode(w, edge)
         first, second = img[:, :-1], img[:, 1:]
         w_first, w_second = w[:, :-1], w[:, 1:]
         pairs = t - 1
@@ -304,7 +324,8 @@ def dense_lucas_kanade(
                 padding_mode="zeros",
             ).reshape(n, pairs, 2, h_l, w_l)
             second_w, w_second_w = warped[:, :, 0], warped[:, :, 1]
-            pair_weight = w_first * (w_second_w > 0.999).to(img.dtype)
+            # The gradient stencil must not reach a pixel the warp brought in from outside.
+            pair_weight = _erode(w_first * (w_second_w > 0.999).to(img.dtype), 1)
             gx1, gy1 = _gradients(first)
             gx2, gy2 = _gradients(second_w)
             gx = 0.5 * (gx1 + gx2)
