@@ -64,6 +64,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 ARGS = _parse_args(None if __name__ == "__main__" else [])
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = str(ARGS.threads)
+# Idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs a
+# spinning thread waits for a descheduled partner and multiplies run times (>10x seen
+# here for torch with 2 threads). Set OMP_WAIT_POLICY=ACTIVE to measure without it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -233,7 +237,8 @@ def main() -> None:
     print(
         f"CSI at {THRESHOLD:g} mm/h pooled over {ARGS.inits} init times per event, on pixels "
         f"known to all systems.\nMedian seconds, wall clock | CPU time (all threads), with "
-        f"{ARGS.threads} CPU thread(s); load average at start {os.getloadavg()[0]:.1f}.\n"
+        f"{ARGS.threads} CPU thread(s), OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; "
+        f"load average at start {os.getloadavg()[0]:.1f}.\n"
         f"xnowcast config {ARGS.config!r}: {model.config}"
     )
     for note in notes:
