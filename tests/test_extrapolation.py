@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from xnowcast.errors import ModelError  # noqa: E402
+from xnowcast.models.advection import semi_lagrangian  # noqa: E402
 from xnowcast.models.extrapolation import build_extrapolation  # noqa: E402
 from xnowcast.models.persistence import build_persistence  # noqa: E402
 
@@ -257,3 +258,51 @@ def test_real_event_beats_persistence_and_keeps_radar_range(shared_data, model):
     # Outside radar range stays unknown (it moves by the motion, a few pixels at most).
     assert abs(np.isnan(forecast).mean() - (~valid[-1]).mean()) < 0.02
     assert np.isnan(forecast[:5, :5]).all()  # a corner far outside the radar range
+
+
+def rotation(size: int, omega: float, centre: tuple[float, float]) -> torch.Tensor:
+    """Solid-body rotation (1, 2, size, size), ``omega`` radians per step about ``centre``."""
+    axis = torch.arange(size, dtype=torch.float64)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    cy, cx = centre
+    return torch.stack((-omega * (yy - cy), omega * (xx - cx))).unsqueeze(0)
+
+
+def test_trajectories_follow_curved_flow():
+    # A blob carried 18 steps around a circle: a straight shift of 18 * v would end
+    # ~10 px outside the circle; stepping back along the flow keeps it on it.
+    size, omega, steps = 128, 0.05, 18
+    axis = torch.arange(size, dtype=torch.float64)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    blob = 20.0 * torch.exp(-((yy - 64.0) ** 2 + (xx - 94.0) ** 2) / (2 * 4.0**2))
+    out = semi_lagrangian(blob[None, None], rotation(size, omega, (64.0, 64.0)), steps)
+    last = torch.nan_to_num(out[0, -1, 0])
+    cy, cx = float((last * yy).sum() / last.sum()), float((last * xx).sum() / last.sum())
+    angle = omega * steps
+    expected_x = 64.0 + 30.0 * torch.cos(torch.tensor(angle))
+    expected_y = 64.0 + 30.0 * torch.sin(torch.tensor(angle))
+    assert abs(cx - float(expected_x)) < 1.0
+    assert abs(cy - float(expected_y)) < 1.0
+    assert float(last.max()) > 15.0  # sampled from the observation, not smeared step by step
+
+
+def test_trajectory_that_leaves_the_domain_stays_unknown():
+    # Rotation about a point on the left edge: backward trajectories near it cross
+    # the edge, and some come back in; all of those are unknown.
+    size, steps = 64, 12
+    flow = rotation(size, 0.15, (32.0, 0.0))
+    field = torch.ones(1, 1, size, size, dtype=torch.float64)
+    out = semi_lagrangian(field, flow, steps, trajectory_scale=1)[0, :, 0]
+    axis = torch.arange(size, dtype=torch.float64)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    # Exact circles about (32, 0): a pixel at radius r leaves the domain (x < -0.5)
+    # within k steps when its backward arc of angle 0.15 k crosses the edge.
+    radius = torch.hypot(yy - 32.0, xx)
+    phase = torch.atan2(yy - 32.0, xx)  # in (-pi/2, pi/2) inside the domain
+    for k in (4, steps):
+        crossed = (phase - 0.15 * k < -torch.pi / 2 - 0.1) & (radius > 3.0)
+        nan = torch.isnan(out[k - 1])
+        assert nan[crossed & (radius < 28)].float().mean() > 0.97
+        assert not nan[(phase - 0.15 * k > -torch.pi / 2 + 0.1) & (radius < 28)].any()
+    # Known values are the field's (1 everywhere), untouched by the trajectory.
+    assert torch.allclose(out[~torch.isnan(out)], torch.ones(1, dtype=torch.float64))

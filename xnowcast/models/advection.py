@@ -18,7 +18,7 @@ from torch import Tensor
 
 from xnowcast.models.optical_flow import normalized_pixel_size
 
-__all__ = ["semi_lagrangian"]
+__all__ = ["departure_points", "semi_lagrangian"]
 
 
 def _corner_grid(
