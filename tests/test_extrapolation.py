@@ -155,6 +155,15 @@ def test_invalid_input_region_is_nan_where_advected_from(model, moving):
         assert not nan[51:79, 41 : 40 + dx - 1].any()
 
 
+def test_nan_left_in_the_input_counts_as_unobserved(model, moving):
+    inputs, _ = moving
+    valid = torch.ones_like(inputs, dtype=torch.bool)
+    valid[..., 50:80, 40:70] = False
+    with_nan = model(inputs.masked_fill(~valid, float("nan")), STEPS)
+    with_mask = model(inputs.masked_fill(~valid, 0.0), STEPS, valid=valid)
+    torch.testing.assert_close(with_nan, with_mask, equal_nan=True)
+
+
 def test_persistence_nan_where_last_frame_invalid(moving):
     inputs, _ = moving
     valid = torch.ones_like(inputs, dtype=torch.bool)

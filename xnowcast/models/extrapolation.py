@@ -145,7 +145,8 @@ class Extrapolation(nn.Module):
         Parameters
         ----------
         frames
-            Rain rate ``(B, T, 1, H, W)`` in mm/h, ``T >= input_frames``, NaN replaced.
+            Rain rate ``(B, T, 1, H, W)`` in mm/h, ``T >= input_frames``; NaN left in
+            counts as unobserved.
         steps
             Number of lead times (in units of the input time step).
         valid
@@ -162,6 +163,10 @@ class Extrapolation(nn.Module):
         frames, valid = check_nowcast_inputs(
             frames, steps, valid, self.input_frames, "extrapolation"
         )
+        finite = torch.isfinite(frames)
+        if not bool(finite.all()):  # NaN left in: treated as unobserved, never as rain
+            valid = finite if valid is None else valid & finite
+            frames = torch.where(finite, frames, torch.zeros((), dtype=frames.dtype))
         flow = self.motion(frames, valid, full_resolution=False)
         return self.advect(frames[:, -1], flow, steps, None if valid is None else valid[:, -1])
 
