@@ -166,7 +166,7 @@ class Extrapolation(nn.Module):
         finite = torch.isfinite(frames)
         if not bool(finite.all()):  # NaN left in: treated as unobserved, never as rain
             valid = finite if valid is None else valid & finite
-            frames = torch.where(finite, frames, torch.zeros((), dtype=frames.dtype))
+            frames = torch.where(finite, frames, 0.0)
         flow = self.motion(frames, valid, full_resolution=False)
         return self.advect(frames[:, -1], flow, steps, None if valid is None else valid[:, -1])
 
