@@ -13,7 +13,6 @@ the radar's own fine fields.
 
 import matplotlib.pyplot as plt
 import numpy as np
-import xarray as xr
 from matplotlib.colors import LogNorm
 
 import xnowcast
@@ -21,34 +20,19 @@ from xnowcast.metrics import ssim
 from xnowcast.plot import plot_psd, radar_colormap
 
 obs = xnowcast.open_dataset("sample")["precipitation"]
-coarse = obs.coarsen(y=2, x=2).mean().isel(time=slice(None, None, 2))  # attrs (units) kept
+# the first hour: 7 coarse frames, 2 km / 10 min (attrs, units included, are kept)
+coarse = obs.coarsen(y=2, x=2).mean().isel(time=slice(0, 13, 2))
 truth = obs.isel(time=slice(0, (coarse.sizes["time"] - 1) * 2 + 1))
 print("coarse:", dict(coarse.sizes), "truth:", dict(truth.sizes))
 
-
 # %%
-# FC-ZSM also reads static fields on the fine grid.  The real events have no
-# terrain data, so the shipped FC-ZSM was trained with the static fields made
-# by :func:`xnowcast.training.pairs.static_fields` from the coarse data (radar
-# coverage and the projected coordinates); we make the same ones here.
-def fczsm_static(coarse):
-    from xnowcast.downscaling import fine_coordinate
-    from xnowcast.training.pairs import STATIC_NAMES, static_fields
-
-    values = static_fields(coarse.values, 2, x=coarse.x.values, y=coarse.y.values)
-    coords = {"y": fine_coordinate(coarse.y, 2), "x": fine_coordinate(coarse.x, 2)}
-    return [
-        xr.DataArray(v, dims=("y", "x"), coords=coords, name=n)
-        for v, n in zip(values, STATIC_NAMES, strict=True)
-    ]
-
-
-# %%
-# Downscale with every model registered in this build (``.downscale.models()``):
+# Downscale with every model registered in this build (``.downscale.models()``).
+# FC-ZSM also reads static fields on the fine grid; given none, it uses the ones
+# its shipped weights were trained with, made from the coarse input itself
+# (radar coverage and the projected coordinates, :func:`xnowcast.grids.static_fields`).
 fine = {}
 for name in coarse.downscale.models():
-    static = fczsm_static(coarse) if name == "fczsm" else None
-    fine[name] = coarse.downscale(factor=2, time_factor=2, model=name, static=static)
+    fine[name] = coarse.downscale(factor=2, time_factor=2, model=name)
     print(f"{name:>10}: {dict(fine[name].sizes)}, weights: {fine[name].attrs['xnowcast_weights']}")
 
 # %%
@@ -76,9 +60,9 @@ for name, field in fine.items():
     )
 
 # %%
-# An inserted frame (17:05, between the coarse frames of 17:00 and 17:10):
-when = np.datetime64("2021-07-04T17:05")
-panels = {"coarse input, 17:00": coarse.sel(time=np.datetime64("2021-07-04T17:00"))}
+# An inserted frame (16:25, between the coarse frames of 16:20 and 16:30):
+when = np.datetime64("2021-07-04T16:25")
+panels = {"coarse input, 16:20": coarse.sel(time=np.datetime64("2021-07-04T16:20"))}
 panels.update({name: field.sel(time=when) for name, field in fine.items()})
 panels["truth (radar)"] = truth.sel(time=when)
 fig, axes = plt.subplots(
