@@ -65,11 +65,15 @@ when = np.datetime64("2021-07-04T16:25")
 panels = {"coarse input, 16:20": coarse.sel(time=np.datetime64("2021-07-04T16:20"))}
 panels.update({name: field.sel(time=when) for name, field in fine.items()})
 panels["truth (radar)"] = truth.sel(time=when)
+ncols = 4
+nrows = -(-len(panels) // ncols)
 fig, axes = plt.subplots(
-    1, len(panels), figsize=(2.9 * len(panels) + 1, 3.2), layout="constrained", squeeze=False
+    nrows, ncols, figsize=(3 * ncols + 1, 3 * nrows), layout="constrained", squeeze=False
 )
 norm, cmap = LogNorm(0.1, 100), radar_colormap()
-for ax, (title, field) in zip(axes[0], panels.items(), strict=True):
+for ax in axes.flat:
+    ax.set_axis_off()
+for ax, (title, field) in zip(axes.flat, panels.items(), strict=False):  # spare axes stay empty
     mesh = ax.pcolormesh(
         field.x / 1000,
         field.y / 1000,
@@ -78,13 +82,12 @@ for ax, (title, field) in zip(axes[0], panels.items(), strict=True):
         cmap=cmap,
     )
     ax.set(title=title, aspect="equal")
-    ax.set_axis_off()
-fig.colorbar(mesh, ax=axes[0].tolist(), label="mm/h", extend="both")
+fig.colorbar(mesh, ax=axes.ravel().tolist(), label="mm/h", extend="both", shrink=0.8)
 
 # %%
 # Interpolation smooths: its power spectrum falls below the truth's at the
 # small scales the coarse input cannot hold (wavelengths under about 4 km).
-# A learned model should put some of that power back.
+# The other curves show how much of that power each learned model puts back.
 spectra = {name: field.isel(time=inserted) for name, field in fine.items()}
 spectra["truth"] = truth.isel(time=inserted)
 ax = plot_psd(spectra)
