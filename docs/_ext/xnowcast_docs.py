@@ -239,7 +239,7 @@ def summary_lines(models: Mapping[str, Any] | None = None) -> list[str]:
                 events,
                 _first(training, "holdout", "held_out"),
                 _number(_first(training, "steps")),
-                _number(_first(training, "wall_s", "wall_time")),
+                _number(_first(training, "wall_s", "wall_time_s", "wall_time")),
             ]
         )
     out = _list_table(
@@ -292,6 +292,41 @@ def summary_lines(models: Mapping[str, Any] | None = None) -> list[str]:
             ],
             rows,
         )
+    nowcast = [
+        (name, meta)
+        for name, _, _, meta in shipped
+        if meta.get("format") == "xnowcast-dgmr-generator-1" and meta.get("scores")
+    ]
+    for name, meta in nowcast:
+        scores = meta["scores"]
+        thresholds = sorted(
+            {key.rsplit("_", 1)[1] for key in scores if key.startswith("csi_")}, key=float
+        )
+        rows = []
+        for kind, label in (
+            ("member", f"``{name}`` ensemble (CSI: mean over its members)"),
+            ("mean", f"``{name}``, ensemble mean"),
+            ("persistence", "persistence"),
+        ):
+            crps_key = "crps" if kind != "persistence" else "crps_persistence"
+            crps = scores.get(crps_key, "-") if kind != "mean" else "-"
+            rows.append(
+                [label]
+                + [_number(scores.get(f"csi_{kind}_{t}", "-")) for t in thresholds]
+                + [_number(crps)]
+            )
+        out += [
+            f"``{name}`` validation scores stored with the weights, on crops of the held-out "
+            "event, pooled over all lead times (CRPS in mm/h; for persistence it is the MAE):",
+            "",
+        ]
+        out += _list_table(["forecast", *[f"CSI >= {t} mm/h" for t in thresholds], "CRPS"], rows)
+        if "mean_rate_forecast" in scores and "mean_rate_observed" in scores:
+            out += [
+                f"Mean rain rate of the ensemble mean {_number(scores['mean_rate_forecast'])} "
+                f"mm/h, observed {_number(scores['mean_rate_observed'])} mm/h.",
+                "",
+            ]
     return out
 
 
