@@ -276,6 +276,27 @@ register(
         default_config="default",
     )
 )
+register(
+    ModelSpec(
+        name="dgmr",
+        task="nowcast",
+        builder="xnowcast.models.dgmr:build_generator",
+        summary="Deep Generative Model of Radar: a conditional GAN generator; ensembles by latent sampling.",
+        reference="Ravuri et al. (2021), Nature 597, 672-677",
+        time_step_minutes=_MIN,
+        units="mm/h",
+        normalisation="small config: log1p input, output scaled by 10 mm/h; paper config: mm/h",
+        default_config="small",
+        weights={
+            "small": WeightsFile(
+                "dgmr-small.safetensors",
+                "f9468de690d5ea1c70c6fab1d80ca601f94aee0e32a6c82b4dbdac4cb4768b14",
+            )
+        },
+        default_weights="small",
+        stochastic=True,
+    )
+)
 
 _DOWNSCALE_REFERENCE = "Chen, Qin & Dai (2022), Front. Earth Sci. 10:887842"
 for _name, _builder, _summary, _reference, _sha in (
