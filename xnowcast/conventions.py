@@ -69,12 +69,18 @@ class Axes(NamedTuple):
     x: str
 
 
-def _dim_of(obj: xr.DataArray, key: str) -> str | None:
-    """The dim cf-xarray associates with an axis/coordinate key, if it is a dim."""
-    names: list[Hashable] = []
+def _cf_names(obj: xr.DataArray) -> dict[str, list[Hashable]]:
+    """cf-xarray's axis and coordinate mappings, merged (read once: they are costly)."""
+    names: dict[str, list[Hashable]] = {}
     for mapping in (obj.cf.axes, obj.cf.coordinates):
-        names.extend(mapping.get(key, []))
-    for name in names:
+        for key, values in mapping.items():
+            names.setdefault(key, []).extend(values)
+    return names
+
+
+def _dim_of(obj: xr.DataArray, names: dict[str, list[Hashable]], key: str) -> str | None:
+    """The dim cf-xarray associates with an axis/coordinate key, if it is a dim."""
+    for name in names.get(key, []):
         if name in obj.dims:
             return str(name)
         if name in obj.coords and obj[name].ndim == 1 and obj[name].dims[0] in obj.dims:
@@ -107,9 +113,10 @@ def find_axes(da: xr.DataArray, *, require_time: bool = True) -> Axes:
     TimeAxisError
         When the time axis is required and cannot be found.
     """
-    time = _dim_of(da, "T") or _dim_of(da, "time") or _fallback(da, _TIME_FALLBACK)
-    y = _dim_of(da, "Y") or _dim_of(da, "latitude") or _fallback(da, _Y_FALLBACK)
-    x = _dim_of(da, "X") or _dim_of(da, "longitude") or _fallback(da, _X_FALLBACK)
+    names = _cf_names(da)
+    time = _dim_of(da, names, "T") or _dim_of(da, names, "time") or _fallback(da, _TIME_FALLBACK)
+    y = _dim_of(da, names, "Y") or _dim_of(da, names, "latitude") or _fallback(da, _Y_FALLBACK)
+    x = _dim_of(da, names, "X") or _dim_of(da, names, "longitude") or _fallback(da, _X_FALLBACK)
     if y is None or x is None or y == x:
         raise CoordinateError(
             f"Cannot find the spatial axes among dims {tuple(da.dims)}: name them 'y' and 'x' "
