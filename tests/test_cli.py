@@ -129,3 +129,20 @@ def test_help_has_examples() -> None:
         result = run(command, "--help")
         assert result.returncode == 0
         assert "examples:" in result.stdout
+
+
+def test_demo_main_job(tmp_path: Path) -> None:
+    result = run("demo", "--out", str(tmp_path / "out"), "--members", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    forecast = xr.open_dataset(tmp_path / "out" / "forecast.nc")["precipitation"]
+    downscaled = xr.open_dataset(tmp_path / "out" / "downscaled.nc")["precipitation"]
+    assert forecast.sizes["lead_time"] == 18
+    assert forecast.attrs["xnowcast_model"] == "dgmr"
+    assert forecast.attrs["xnowcast_weights_sha256"]
+    assert forecast.sizes.get("member") == 2
+    assert downscaled.attrs["xnowcast_model"] == "zsm"
+    assert downscaled.sizes == {"time": 23, "y": 256, "x": 256}
+    assert (tmp_path / "out" / "demo.png").stat().st_size > 10_000
+    # the score table names every model it ran
+    for name in ("dgmr", "extrapolation", "persistence", "zsm", "trilinear"):
+        assert name in result.stdout
