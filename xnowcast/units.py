@@ -20,16 +20,17 @@ This module never imports torch.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cf_xarray.units
 import numpy as np
-import pint
-import pint_xarray
 
 from xnowcast.errors import UnitsError
+
+if TYPE_CHECKING:
+    import pint
 
 __all__ = [
     "MARSHALL_PALMER",
@@ -37,34 +38,60 @@ __all__ = [
     "convert_dataarray",
     "convert_values",
     "dbz_to_rain_rate",
+    "get_registry",
     "parse_units",
     "rain_rate_to_dbz",
     "to_data_units",
     "unit_kind",
     "units_of",
-    "ureg",
 ]
+# ``ureg`` (the registry) is also importable: ``from xnowcast.units import ureg``
 
-ureg: pint.UnitRegistry = cf_xarray.units.units
 
-if "Zmm" not in ureg:
-    ureg.define("Zmm = millimeter ** 6 / meter ** 3")
-    ureg.define("dBZ = 1 * Zmm; logbase: 10; logfactor: 10 = dbz")
-    _water = pint.Context("water")
-    _density = ureg.Quantity(1000.0, "kg / m ** 3")
-    _water.add_transformation(
-        "[mass] / [length] ** 2 / [time]", "[length] / [time]", lambda reg, x: x / _density
+@functools.cache
+def get_registry() -> pint.UnitRegistry:
+    """The one registry: cf-xarray's, with ``dBZ``, ``Zmm`` (mm6 m-3) and a ``water`` context.
+
+    Built on first use (building a pint registry takes a few hundred ms, which
+    ``import xnowcast`` does not pay) and set up for pint-xarray.
+    """
+    import cf_xarray.units
+    import pint
+    import pint_xarray
+
+    registry = cf_xarray.units.units
+    if "Zmm" not in registry:
+        registry.define("Zmm = millimeter ** 6 / meter ** 3")
+        registry.define("dBZ = 1 * Zmm; logbase: 10; logfactor: 10 = dbz")
+        water = pint.Context("water")
+        density = registry.Quantity(1000.0, "kg / m ** 3")
+        water.add_transformation(
+            "[mass] / [length] ** 2 / [time]", "[length] / [time]", lambda reg, x: x / density
+        )
+        water.add_transformation(
+            "[length] / [time]", "[mass] / [length] ** 2 / [time]", lambda reg, x: x * density
+        )
+        registry.add_context(water)
+        pint_xarray.setup_registry(registry)
+    return registry
+
+
+@functools.cache
+def _kinds() -> tuple[tuple[str, Any], ...]:
+    reg = get_registry()
+    return (
+        ("rate", reg.Unit("mm/h").dimensionality),
+        ("flux", reg.Unit("kg m-2 s-1").dimensionality),
+        ("depth", reg.Unit("mm").dimensionality),
+        ("linear_z", reg.Unit("Zmm").dimensionality),
     )
-    _water.add_transformation(
-        "[length] / [time]", "[mass] / [length] ** 2 / [time]", lambda reg, x: x * _density
-    )
-    ureg.add_context(_water)
-    pint_xarray.setup_registry(ureg)
 
-_RATE = ureg.Unit("mm/h").dimensionality
-_FLUX = ureg.Unit("kg m-2 s-1").dimensionality
-_DEPTH = ureg.Unit("mm").dimensionality
-_LINEAR_Z = ureg.Unit("Zmm").dimensionality
+
+def __getattr__(name: str) -> Any:
+    if name == "ureg":
+        return get_registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _HOW_TO_SET = (
     "Set them with da.attrs['units'] = 'mm/h' (or 'dBZ', 'kg m-2 s-1', 'mm', ...) "
@@ -100,16 +127,18 @@ def parse_units(units: str | pint.Unit | None) -> pint.Quantity:
     """
     if units is None or (isinstance(units, str) and not units.strip()):
         raise UnitsError(f"The data have no units. {_HOW_TO_SET}")
+    import pint
+
     if isinstance(units, pint.Unit):
-        return ureg.Quantity(1.0, units)
+        return get_registry().Quantity(1.0, units)
     if _is_dbz(str(units)):
-        return ureg.Quantity(1.0, "dBZ")
+        return get_registry().Quantity(1.0, "dBZ")
     try:
-        parsed = ureg.parse_expression(str(units))
+        parsed = get_registry().parse_expression(str(units))
     except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, Exception) as err:
         raise UnitsError(f"Unknown units {units!r} ({err}). {_HOW_TO_SET}") from None
     if not isinstance(parsed, pint.Quantity):
-        parsed = ureg.Quantity(float(parsed), "dimensionless")
+        parsed = get_registry().Quantity(float(parsed), "dimensionless")
     return parsed
 
 
@@ -125,7 +154,7 @@ def unit_kind(units: str | pint.Unit | None) -> str:
     if str(q.units) == "dBZ":
         return "dbz"
     dim = q.dimensionality
-    for kind, ref in (("rate", _RATE), ("flux", _FLUX), ("depth", _DEPTH), ("linear_z", _LINEAR_Z)):
+    for kind, ref in _kinds():
         if dim == ref:
             return kind
     raise UnitsError(
@@ -142,6 +171,8 @@ def _step_hours(time_step: Any) -> float:
             "accumulated over: pass time_step=np.timedelta64(5, 'm'), or write the units "
             "as a rate such as 'mm/(5 min)' or 'mm/h'."
         )
+    import pint
+
     if isinstance(time_step, pint.Quantity):
         return float(time_step.to("h").magnitude)
     return float(np.timedelta64(time_step, "ns").astype("int64")) / 3.6e12
@@ -175,7 +206,7 @@ def _to_mm_per_h(values: np.ndarray, units: str, time_step: Any, zr: ZRRelation)
             return (z / zr.a) ** (1.0 / zr.b)
     if kind == "depth":
         return values * q.to("mm").magnitude / _step_hours(time_step)
-    with ureg.context("water"):
+    with get_registry().context("water"):
         return values * q.to("mm/h").magnitude
 
 
@@ -188,7 +219,7 @@ def _from_mm_per_h(rate: np.ndarray, units: str, time_step: Any, zr: ZRRelation)
         return zr.a * rate**zr.b / q.to("Zmm").magnitude
     if kind == "depth":
         return rate * _step_hours(time_step) / q.to("mm").magnitude
-    with ureg.context("water"):
+    with get_registry().context("water"):
         return rate / q.to("mm/h").magnitude
 
 
@@ -228,13 +259,13 @@ def convert_values(
         if kf == "dbz":
             return values.copy()
         context = ("water",) if kf == "flux" else ()
-        with ureg.context(*context):
+        with get_registry().context(*context):
             factor = parse_units(from_units).to(parse_units(to_units).units).magnitude
         return values * (factor / parse_units(to_units).magnitude)
     if {kf, kt} == {"dbz", "linear_z"}:
         if kf == "dbz":
             return (
-                ureg.Quantity(values, "dBZ").to("Zmm").magnitude
+                get_registry().Quantity(values, "dBZ").to("Zmm").magnitude
                 / parse_units(to_units).to("Zmm").magnitude
             )
         linear = values * parse_units(from_units).to("Zmm").magnitude
@@ -322,6 +353,8 @@ def to_data_units(
         if not unit_text:
             return magnitude
         return float(convert_values(magnitude, unit_text, data_units, time_step=time_step, zr=zr))
+    import pint
+
     if isinstance(value, pint.Quantity):
         return float(
             convert_values(
