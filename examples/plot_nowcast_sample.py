@@ -59,15 +59,20 @@ for name, fc in forecasts.items():
 # Ensemble members
 # ----------------
 #
-# A stochastic model draws a new latent for every member, so the members are
-# different, equally likely futures; their mean is smoother than any of them.
+# A stochastic model draws a new latent for every member, so that the members
+# can be different, equally likely futures.  How different they really are is
+# a property of the trained weights, worth measuring before trusting an
+# ensemble: here, the spread between members against the mean rain rate.
 # (This section draws nothing when no stochastic model is registered.)
 for name, fc in forecasts.items():
     if "member" not in fc.dims:
         continue
     sixty = fc.sel(lead_time=np.timedelta64(60, "m"))
-    spread = float(sixty.std("member").mean())
-    print(f"{name}: mean member spread at 60 min {spread:.2f} {fc.attrs['units']}")
+    spread, rate = float(sixty.std("member").mean()), float(sixty.mean())
+    print(
+        f"{name} at 60 min: member spread {spread:.3f} {fc.attrs['units']}, "
+        f"{spread / rate:.1%} of the mean rate {rate:.2f}"
+    )
     fig = fc.nowcast.plot(obs, lead_times=[60], member="mean", panel_size=2.4)
     fig.suptitle(f"{name}: ensemble mean of {fc.sizes['member']} members")
 

@@ -89,6 +89,7 @@ for ax in axes.flat[:3]:
 # area, not in the right pixel.
 ax = plot_scores(scores, "crps")
 ax.set_title("CRPS, no pooling (1) and 4 km average pooling (4)")
+plt.show()
 
 # %%
 # The numbers behind the curves, at 30, 60 and 90 minutes:
