@@ -4,6 +4,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 export XNOWCAST_TEST_DATA="${XNOWCAST_TEST_DATA:-$repo_root/../shared/data}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+# idle OpenMP threads must not spin: pytest runs subprocesses and dask workers side by side
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 ruff check xnowcast tests benchmarks examples
 

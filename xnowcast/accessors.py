@@ -11,6 +11,9 @@ from typing import Any
 
 import xarray as xr
 
+from xnowcast.downscaling import downscale
+from xnowcast.nowcasting import nowcast
+
 __all__ = ["DownscaleAccessor", "NowcastAccessor"]
 
 
@@ -42,8 +45,6 @@ class NowcastAccessor:
         **kwargs: Any,
     ) -> xr.DataArray:
         """Nowcast from this field; see :func:`xnowcast.nowcast` for the parameters."""
-        from xnowcast.api import nowcast
-
         return nowcast(
             self._obj,
             model=model,
@@ -103,8 +104,6 @@ class DownscaleAccessor:
         **kwargs: Any,
     ) -> xr.DataArray:
         """Downscale this field; see :func:`xnowcast.downscale` for the parameters."""
-        from xnowcast.api import downscale
-
         return downscale(
             self._obj,
             factor=factor,
@@ -127,6 +126,20 @@ class DownscaleAccessor:
         return list_models("downscale")
 
 
+def _share_docs(method: Any, function: Any, intro: str) -> None:
+    """Give an accessor method the documentation of the function it delegates to."""
+    body = (function.__doc__ or "").split("\n", 1)[1] if function.__doc__ else ""
+    method.__doc__ = f"{intro}\n{body}"
+
+
+_share_docs(
+    NowcastAccessor.predict, nowcast, "Nowcast from this field (see :func:`xnowcast.nowcast`)."
+)
+_share_docs(
+    DownscaleAccessor.__call__,
+    downscale,
+    "Downscale this field (see :func:`xnowcast.downscale`).",
+)
 xr.register_dataarray_accessor("nowcast")(NowcastAccessor)
 xr.register_dataset_accessor("nowcast")(NowcastAccessor)
 xr.register_dataarray_accessor("downscale")(DownscaleAccessor)

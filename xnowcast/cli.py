@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Train a model on radar archives (the options are those of the trainer).",
         """
         xnowcast train dgmr --data-root /path/to/data --out weights/ --time-budget 1800
-        xnowcast train zsm --data-root /path/to/data --out weights/ --steps 2000
+        xnowcast train zsm --data-root /path/to/data --out weights/zsm.safetensors --steps 2000
         xnowcast train dgmr --help     (every option of the GAN trainer)
     """,
     )

@@ -223,7 +223,7 @@ def downscale(
         On the refined grid and time axis, in the input's units, NaN where the input
         was missing; lazy when the input is dask-backed.
     """
-    from xnowcast.runtime import ModelRequest, resolve_device
+    from xnowcast.runtime import ModelRequest
 
     check_run_options(device, batch_size, "auto")
     da, axes, src_units = prepare_field(obj, var=var, units=units)
@@ -237,7 +237,7 @@ def downscale(
     step = cv.time_step(da, axes.time) if count > 1 else None
     build = _check_factors(spec, factor, time_factor, weights)
     request = ModelRequest.create(
-        spec.name, config=config, weights=weights, device=str(resolve_device(device)), **build
+        spec.name, config=config, weights=weights, device=device, **build
     )
     net = request.load()
     window = getattr(net, "window", None)
@@ -250,8 +250,10 @@ def downscale(
     if needs_static and static_np is None:
         # the fields FC-ZSM was trained with: radar coverage over the whole series and the
         # fine cell centres scaled to [-1, 1] (xnowcast.grids.STATIC_NAMES)
-        coarse_values = np.asarray(da.values, dtype=np.float32)
-        static_np = static_fields(coarse_values, factor, da[axes.x].values, da[axes.y].values)
+        # (coverage is a streaming reduction over time: dask input is not loaded whole)
+        covered = np.asarray(da.notnull().all(axes.time).values)
+        coverage = np.where(covered, np.float32(1), np.float32(np.nan))[None]
+        static_np = static_fields(coverage, factor, da[axes.x].values, da[axes.y].values)
     if static_np is not None and static_np.shape[0] != needs_static:
         raise ModelError(
             f"Model {spec.name!r} takes {needs_static} static field(s) on the fine grid, got "

@@ -214,7 +214,7 @@ def nowcast(
     ModelError, UnitsError, TimeAxisError, CoordinateError, DataValueError
         For bad requests and bad input, before any model runs.
     """
-    from xnowcast.runtime import ModelRequest, resolve_device
+    from xnowcast.runtime import ModelRequest
 
     spec = get_spec(model, task="nowcast")
     check_run_options(device, batch_size, precision)
@@ -236,7 +236,7 @@ def nowcast(
             f"{spec.time_step_minutes:g} min, or use 'extrapolation' (any step)."
         )
     request = ModelRequest.create(
-        spec.name, config=config, weights=weights, device=str(resolve_device(device))
+        spec.name, config=config, weights=weights, device=device
     )
     frames = int(request.load().input_frames)
     times = da[axes.time].values

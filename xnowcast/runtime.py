@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from xnowcast.errors import ModelError
 from xnowcast.options import OPTIONS
 from xnowcast.registry import get_spec, load_model
 from xnowcast.tensors import (
@@ -49,8 +50,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} was asked for but CUDA is not available: use 'cpu' or 'auto'."
+        raise ModelError(
+            f"device={device!r} was asked for but CUDA is not available here: use 'cpu' or 'auto'."
         )
     return resolved
 
@@ -100,13 +101,16 @@ class ModelRequest:
         )
 
     def load(self) -> torch.nn.Module:
-        """The model, built once per process and cached."""
+        """The model, built once per process and cached, on this process's device.
+
+        The device is resolved here, where the model runs (a dask worker with a GPU may
+        serve a client without one)."""
         config = json.loads(self.config_json) if self.config_json is not None else None
         return load_model(
             self.name,
             config=config,
             weights=self.weights,
-            device=self.device,
+            device=str(resolve_device(self.device)),
             **json.loads(self.kwargs_json),
         )
 
