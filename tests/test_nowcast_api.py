@@ -129,3 +129,18 @@ def test_dask_distributed_two_workers(storm: xr.DataArray) -> None:
         )
         lazy = lazy.chunk(init_time=2)
         np.testing.assert_array_equal(lazy.compute().values, eager.values)
+
+
+def test_seeded_ensemble_independent_of_chunking_and_selection() -> None:
+    obs = xnowcast.open_dataset("sample")["precipitation"].isel(x=slice(0, 64), y=slice(0, 64))
+    inits = obs.time.values[[5, 8, 11]]
+    kwargs = {"model": "dgmr", "steps": 3, "members": 3, "seed": 1, "progress": False}
+    hindcast = obs.nowcast.predict(init_time=inits, **kwargs)
+    lazy = obs.chunk(time=4).nowcast.predict(init_time=inits, **kwargs).chunk(init_time=1)
+    single = obs.nowcast.predict(init_time=inits[1], **kwargs)
+    np.testing.assert_array_equal(lazy.compute().values, hindcast.values)
+    np.testing.assert_array_equal(hindcast.sel(init_time=inits[1]).values, single.values)
+    # members are different draws, and other seeds give other draws
+    assert not np.array_equal(hindcast.isel(member=0).values, hindcast.isel(member=1).values)
+    other = obs.nowcast.predict(init_time=inits[1], **{**kwargs, "seed": 2})
+    assert not np.array_equal(other.values, single.values)

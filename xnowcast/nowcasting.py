@@ -126,9 +126,19 @@ def _nowcast_block(
     precision: str,
     batch_size: int | str,
     progress: bool,
+    init_keys: np.ndarray,
+    block_info: dict[Any, Any] | None = None,
 ) -> np.ndarray:
-    """Numpy in the data's units -> ``(N, steps, members, H, W)`` in the data's units."""
+    """Numpy in the data's units -> ``(N, steps, members, H, W)`` in the data's units.
+
+    ``init_keys`` holds one key (init time in ns) per window of the whole request; a
+    dask block takes its slice through ``block_info``.
+    """
     from xnowcast.runtime import run_nowcast
+
+    if block_info is not None and 0 in block_info:
+        start, stop = block_info[0]["array-location"][0]
+        init_keys = init_keys[start:stop]
 
     windows = np.asarray(windows)
     check_precipitation_values(windows, units)
@@ -144,6 +154,7 @@ def _nowcast_block(
         precision=precision,
         batch_size=batch_size,
         progress=progress,
+        init_keys=init_keys,
     )
     out = np.moveaxis(out, 1, 2)
     if units not in ("mm/h", "mm h-1"):
@@ -194,7 +205,10 @@ def nowcast(
         ``"auto"`` picks CUDA when available; batch size from the domain size;
         float32 (``"bf16"`` for bfloat16 autocast).
     seed
-        Makes stochastic models reproducible (same device, same batch size).
+        Makes stochastic models reproducible: each initialisation time draws its
+        members from a generator seeded by ``(seed, init_time)``, so the same forecast
+        comes out eager or lazy, alone or in a hindcast (on the same device with the
+        same ``batch_size``).
     progress
         Show a progress bar (default: the ``progress`` option).
     weights, config
@@ -235,9 +249,7 @@ def nowcast(
             f"step is {step / np.timedelta64(1, 'm'):g} min. Resample the data to "
             f"{spec.time_step_minutes:g} min, or use 'extrapolation' (any step)."
         )
-    request = ModelRequest.create(
-        spec.name, config=config, weights=weights, device=device
-    )
+    request = ModelRequest.create(spec.name, config=config, weights=weights, device=device)
     frames = int(request.load().input_frames)
     times = da[axes.time].values
     inits, as_dim = _init_times(times, init_time)
@@ -256,6 +268,7 @@ def nowcast(
         precision=precision,
         batch_size=batch_size,
         progress=show,
+        init_keys=inits.astype("datetime64[ns]").astype(np.int64),
     )
     data = windows.data
     if is_dask(data):

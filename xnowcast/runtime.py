@@ -115,6 +115,22 @@ class ModelRequest:
         )
 
 
+def _init_generators(
+    seed: int | None, keys: int | np.ndarray, device: torch.device
+) -> list[torch.Generator]:
+    """One generator per initialisation, seeded from ``(seed, key)``; none without a seed."""
+    if seed is None:
+        return []
+    keys = np.arange(keys) if np.ndim(keys) == 0 else np.asarray(keys)
+    generators = []
+    for key in keys:
+        state = np.random.SeedSequence([int(seed), int(key) & (2**63 - 1)]).generate_state(2)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(state[0]) << 32 | int(state[1]))
+        generators.append(generator)
+    return generators
+
+
 def _batches(n: int, size: int) -> Iterator[np.ndarray]:
     for start in range(0, n, size):
         yield np.arange(start, min(start + size, n))
@@ -158,6 +174,7 @@ def run_nowcast(
     precision: str = "auto",
     batch_size: int | str = "auto",
     progress: bool = True,
+    init_keys: np.ndarray | None = None,
 ) -> np.ndarray:
     """Nowcast from input windows.
 
@@ -171,9 +188,15 @@ def run_nowcast(
     steps, members
         Lead times and ensemble members per window.
     seed
-        Seeds the model's random latent (None: not reproducible).
+        Seeds the model's random latent (None: not reproducible).  Each window's
+        members are drawn from their own generator, seeded by ``(seed, init key)``, so
+        a forecast does not depend on dask chunking or on which other initialisation
+        times are computed with it (it does depend on the device and ``batch_size``).
     precision, batch_size, progress
         See :func:`xnowcast.api.nowcast`.
+    init_keys
+        One integer per window identifying its initialisation (e.g. the init time in
+        ns); default: the window index.
 
     Returns
     -------
@@ -194,16 +217,16 @@ def run_nowcast(
     tile = max(multiple, OPTIONS["tile_size"] // multiple * multiple)
     overlap = OPTIONS["tile_overlap"]
     size = auto_batch_size(min(h, tile), min(w, tile)) if batch_size == "auto" else int(batch_size)
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(int(seed))
     rows_init = np.repeat(np.arange(n), members)
     out = np.empty((n * members, steps, h, w), dtype=np.float32)
+    generators = _init_generators(seed, n if init_keys is None else init_keys, device)
 
     def forward(rows: np.ndarray) -> np.ndarray:
         x = to_batch_tensor(filled[rows_init[rows]], device)
-        kwargs: dict[str, Any] = {"generator": generator}
+        # with a seed, a batch holds members of one init time and uses its generator
+        kwargs: dict[str, Any] = {
+            "generator": generators[rows_init[rows[0]]] if generators else None
+        }
         if accepts_mask:
             kwargs["valid"] = torch.from_numpy(valid[rows_init[rows]]).unsqueeze(2).to(device)
         x, _ = pad_to_multiple(x, multiple)
@@ -220,7 +243,10 @@ def run_nowcast(
                 y = call(x, slice(None), slice(None))
         return y[:, :, 0, :h, :w].float().cpu().numpy()
 
-    batches = list(_batches(n * members, size))
+    if generators:
+        batches = [rows + init * members for init in range(n) for rows in _batches(members, size)]
+    else:
+        batches = list(_batches(n * members, size))
     with _progress(len(batches), f"{spec.name} nowcast", progress) as bar:
         for rows in batches:
             for done_rows, result in _forward_with_split(forward, rows):
