@@ -243,7 +243,6 @@ def load_shipped() -> tuple[dgmr.Generator, dict]:
     return g.eval(), meta
 
 
-@pytest.mark.skipif(not WEIGHTS.exists(), reason="shipped weights not built yet")
 def test_shipped_weights_metadata_and_hash() -> None:
     from xnowcast.errors import WeightsError
     from xnowcast.weights import load_state_dict
@@ -258,7 +257,6 @@ def test_shipped_weights_metadata_and_hash() -> None:
         load_state_dict(WEIGHTS, sha256="0" * 64)
 
 
-@pytest.mark.skipif(not WEIGHTS.exists(), reason="shipped weights not built yet")
 def test_shipped_weights_forecast_the_sample_crop() -> None:
     import xnowcast.datasets as xd
 
