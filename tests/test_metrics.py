@@ -326,3 +326,14 @@ def test_array_scores_are_lazy_and_equal_eager():
             lazy = call(fcd, obsd)
         assert lazy.chunks is not None, name
         xr.testing.assert_allclose(lazy.compute(scheduler="sync"), call(fc, obs))
+
+
+def test_categorical_dim_none_pools_every_dim() -> None:
+    rng = np.random.default_rng(3)
+    f = xr.DataArray(rng.gamma(1, 2, (3, 5)), dims=("y", "x"))
+    o = xr.DataArray(rng.gamma(1, 2, (3, 5)), dims=("y", "x"))
+    fb, ob = f.values >= 1, o.values >= 1
+    hits = np.sum(fb & ob)
+    expected = hits / (hits + np.sum(fb & ~ob) + np.sum(~fb & ob))
+    assert float(m.csi(f, o, 1.0)) == pytest.approx(expected)
+    assert float(m.csi(f, o, 1.0, dim=None)) == float(m.csi(f, o, 1.0, dim=["y", "x"]))

@@ -77,7 +77,7 @@ def contingency(
     threshold
         Event threshold in the data's units (a plain number).
     dim
-        Dims summed over when counting.
+        Dims summed over when counting (None: all dims, as in xskillscore).
 
     Returns
     -------
@@ -87,7 +87,8 @@ def contingency(
     """
     fc, ob = mask_pair(*xr.broadcast(forecast, observations))
     edges = np.array([-np.inf, float(threshold), np.inf])
-    return xs.Contingency(ob, fc, edges, edges, dim=as_dims(dim))
+    dims = list(fc.dims) if dim is None else as_dims(dim)
+    return xs.Contingency(ob, fc, edges, edges, dim=dims)
 
 
 def categorical_score(
