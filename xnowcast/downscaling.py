@@ -27,7 +27,7 @@ from xnowcast.fields import (
     positive_int,
     prepare_field,
 )
-from xnowcast.grids import STATIC_NAMES, fine_centres, static_fields
+from xnowcast.grids import STATIC_NAMES, fine_centres, known_fine_cells, static_fields
 from xnowcast.options import OPTIONS
 from xnowcast.registry import get_spec, weights_metadata
 from xnowcast.units import convert_values
@@ -69,16 +69,6 @@ def _assemble(outputs: np.ndarray, starts: list[int], frames: int, time_factor: 
     return result[:total]
 
 
-def _fine_mask(valid: np.ndarray, factor: int, time_factor: int) -> np.ndarray:
-    """Where the output is known: both bracketing input frames valid, repeated onto the fine grid."""
-    frames = valid.shape[0]
-    known = np.empty(((frames - 1) * time_factor + 1, *valid.shape[1:]), dtype=bool)
-    for k in range(known.shape[0]):
-        before, after = divmod(k, time_factor)
-        known[k] = valid[before] & (valid[before + 1] if after else True)
-    return known.repeat(factor, axis=-2).repeat(factor, axis=-1)
-
-
 def _downscale_block(
     frames: np.ndarray,
     *,
@@ -116,7 +106,7 @@ def _downscale_block(
     fine = _assemble(outputs, starts, model_input.shape[0], time_factor)[
         : (count - 1) * time_factor + 1
     ]
-    fine = np.where(_fine_mask(valid, factor, time_factor), fine, np.float32(np.nan))
+    fine = np.where(known_fine_cells(valid, factor, time_factor), fine, np.float32(np.nan))
     if units not in ("mm/h", "mm h-1"):
         fine = convert_values(fine, _MODEL_UNITS, units, time_step=step).astype(np.float32)
     return fine
@@ -236,9 +226,7 @@ def downscale(
         raise TimeAxisError(f"Temporal downscaling needs at least 2 frames; got {count}.")
     step = cv.time_step(da, axes.time) if count > 1 else None
     build = _check_factors(spec, factor, time_factor, weights)
-    request = ModelRequest.create(
-        spec.name, config=config, weights=weights, device=device, **build
-    )
+    request = ModelRequest.create(spec.name, config=config, weights=weights, device=device, **build)
     net = request.load()
     window = getattr(net, "window", None)
     fine_y = fine_coordinate(da[axes.y], factor)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["STATIC_NAMES", "fine_centres", "static_fields"]
+__all__ = ["STATIC_NAMES", "fine_centres", "known_fine_cells", "static_fields"]
 
 #: Names (and order) of the static channels made by :func:`static_fields`.
 STATIC_NAMES = ("coverage", "x", "y")
@@ -64,3 +64,18 @@ def static_fields(
     xx = np.broadcast_to(xs[None, :], coverage.shape)
     yy = np.broadcast_to(ys[:, None], coverage.shape)
     return np.stack([coverage, xx, yy]).astype(np.float32)
+
+
+def known_fine_cells(valid: np.ndarray, factor: int, time_factor: int) -> np.ndarray:
+    """Which refined cells are known, from which coarse cells were observed.
+
+    ``valid`` is ``(T, h, w)`` bool; the result ``((T-1)*time_factor + 1, h*f, w*f)``
+    is True where the coarse cell was observed at the output frame's time, or at
+    both bracketing input times for an inserted frame.
+    """
+    frames = valid.shape[0]
+    known = np.empty(((frames - 1) * time_factor + 1, *valid.shape[1:]), dtype=bool)
+    for k in range(known.shape[0]):
+        before, after = divmod(k, time_factor)
+        known[k] = valid[before] & valid[before + 1] if after else valid[before]
+    return known.repeat(factor, axis=-2).repeat(factor, axis=-1)

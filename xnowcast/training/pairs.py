@@ -32,7 +32,7 @@ import numpy as np
 import xarray as xr
 
 from xnowcast.errors import DataValueError, TimeAxisError
-from xnowcast.grids import STATIC_NAMES, static_fields
+from xnowcast.grids import STATIC_NAMES, known_fine_cells, static_fields
 
 __all__ = [
     "STATIC_NAMES",
@@ -43,7 +43,6 @@ __all__ = [
     "make_pairs",
     "static_fields",
 ]
-
 
 
 def load_rain_rate(paths: Any, **kwargs: Any) -> xr.DataArray:
@@ -99,13 +98,7 @@ def coarsen_window(
     if (t_fine - 1) % time_factor:
         raise TimeAxisError(f"{t_fine} fine frames do not fit time_factor={time_factor}")
     coarse = block_mean(fine[::time_factor], factor)
-    known = np.isfinite(coarse)
-    per_frame = np.empty((t_fine, *known.shape[1:]), dtype=bool)
-    for k in range(t_fine):
-        lo, rest = divmod(k, time_factor)
-        per_frame[k] = known[lo] if rest == 0 else known[lo] & known[lo + 1]
-    up = per_frame.repeat(factor, axis=-2).repeat(factor, axis=-1)
-    return coarse, up & np.isfinite(fine)
+    return coarse, known_fine_cells(np.isfinite(coarse), factor, time_factor) & np.isfinite(fine)
 
 
 @dataclass
