@@ -42,6 +42,8 @@ class NowcastAccessor:
         seed: int | None = None,
         progress: bool | None = None,
         weights: Any = "default",
+        on_missing: str = "nan",
+        check_values: bool = True,
         **kwargs: Any,
     ) -> xr.DataArray:
         """Nowcast from this field; see :func:`xnowcast.nowcast` for the parameters."""
@@ -58,6 +60,8 @@ class NowcastAccessor:
             seed=seed,
             progress=progress,
             weights=weights,
+            on_missing=on_missing,
+            check_values=check_values,
             **kwargs,
         )
 
@@ -101,6 +105,7 @@ class DownscaleAccessor:
         batch_size: int | str = "auto",
         progress: bool | None = None,
         weights: Any = "default",
+        check_values: bool = True,
         **kwargs: Any,
     ) -> xr.DataArray:
         """Downscale this field; see :func:`xnowcast.downscale` for the parameters."""
@@ -115,6 +120,7 @@ class DownscaleAccessor:
             batch_size=batch_size,
             progress=progress,
             weights=weights,
+            check_values=check_values,
             **kwargs,
         )
 

@@ -50,6 +50,15 @@ def _write(obj: Any, path: str) -> None:
     print(f"wrote {path}")
 
 
+def _add_check_values(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-check-values",
+        dest="check_values",
+        action="store_false",
+        help="skip the plausibility checks of the input values (no-data codes, range)",
+    )
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     import xnowcast
 
@@ -65,6 +74,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         device=args.device,
         seed=args.seed,
         weights=args.weights,
+        on_missing=args.on_missing,
+        check_values=args.check_values,
     )
     _write(fc, args.output)
 
@@ -81,6 +92,7 @@ def _cmd_downscale(args: argparse.Namespace) -> None:
         var=args.var,
         device=args.device,
         weights=args.weights,
+        check_values=args.check_values,
     )
     _write(fine, args.output)
 
@@ -182,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights", default="default", help="shipped weights name or a .safetensors path"
     )
+    p.add_argument(
+        "--on-missing",
+        choices=["nan", "raise"],
+        default="nan",
+        help="init times (of several) whose input has a gap: NaN forecasts (default) or an error",
+    )
+    _add_check_values(p)
     p.add_argument("-o", "--output", required=True, help="output .nc or .zarr")
     p.set_defaults(func=_cmd_predict)
 
@@ -200,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--var", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--weights", default="default")
+    _add_check_values(p)
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=_cmd_downscale)
 

@@ -28,8 +28,10 @@ __all__ = [
     "check_regular_grid",
     "find_axes",
     "find_precipitation",
+    "flip_axes",
     "forecast_coord_attrs",
     "grid_spacing",
+    "orientation_flips",
     "time_step",
 ]
 
@@ -254,6 +256,34 @@ def check_regular_grid(da: xr.DataArray, axes: Axes | None = None, *, rtol: floa
                 f"The coordinate {dim!r} is not evenly spaced (steps from {diffs.min():g} to "
                 f"{diffs.max():g}): regrid to a regular grid first."
             )
+
+
+def orientation_flips(da: xr.DataArray, axes: Axes) -> tuple[str, ...]:
+    """The spatial dims to reverse to put ``da`` in the models' canonical orientation.
+
+    Canonical is north up and x east: the first row has the largest y (y descending
+    along the rows) and x increases along a row.  Every model runs on that orientation
+    (:func:`xnowcast.nowcast`, :func:`xnowcast.downscale`), so flipping the input gives
+    the flipped output.  Axes of a single cell or without coordinate values are left
+    as they are.
+    """
+    flips = []
+    for dim, descending in ((axes.y, True), (axes.x, False)):
+        if dim in da.coords and da.sizes[dim] > 1:
+            values = np.asarray(da[dim].values)
+            if bool(values[0] < values[-1]) == descending:
+                flips.append(dim)
+    return tuple(flips)
+
+
+def flip_axes(obj: Any, dims: tuple[str, ...]) -> Any:
+    """``obj`` (DataArray or Dataset) reversed along ``dims``, coordinates included (lazy on dask).
+
+    Reversing twice gives ``obj`` back, which is how a result returns to the caller's
+    orientation.
+    """
+    present = {dim: slice(None, None, -1) for dim in dims if dim in obj.dims}
+    return obj.isel(present) if present else obj
 
 
 def grid_spacing(da: xr.DataArray, axes: Axes | None = None) -> tuple[float, float]:

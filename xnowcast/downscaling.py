@@ -26,6 +26,7 @@ from xnowcast.fields import (
     package_version,
     positive_int,
     prepare_field,
+    restore_orientation,
 )
 from xnowcast.grids import STATIC_NAMES, fine_centres, known_fine_cells, static_fields
 from xnowcast.options import OPTIONS
@@ -81,13 +82,26 @@ def _downscale_block(
     static: np.ndarray | None,
     batch_size: int | str,
     progress: bool,
+    times: np.ndarray,
+    check_values: bool = True,
     require_data: bool = True,
 ) -> np.ndarray:
-    """``(T, C, h, w)`` in the data's units -> ``((T-1)*tf+1, h*f, w*f)`` in the data's units."""
+    """``(T, C, h, w)`` in the data's units -> ``((T-1)*tf+1, h*f, w*f)`` in the data's units.
+
+    ``times`` are the ``T`` frames' times, named when a value check fails.
+    """
     from xnowcast.runtime import run_downscale
 
-    frames = np.asarray(frames, dtype=np.float32)
-    check_precipitation_values(frames[:, 0], units, frame_axis=None, require_data=require_data)
+    frames = np.asarray(frames)
+    check_precipitation_values(
+        frames[:, 0],
+        units,
+        times=times,
+        time_step=step,
+        require_data=require_data,
+        check_values=check_values,
+    )
+    frames = frames.astype(np.float32, copy=False)
     precip = convert_values(frames[:, 0], units, _MODEL_UNITS, time_step=step).astype(np.float32)
     valid = np.isfinite(precip)
     model_input = frames.copy()
@@ -114,11 +128,13 @@ def _downscale_block(
 
 def _stack_fields(
     fields: xr.DataArray | Sequence[xr.DataArray] | xr.Dataset | None,
+    axes: cv.Axes,
     dims: tuple[str, ...],
     like: dict[str, np.ndarray],
     what: str,
 ) -> np.ndarray | None:
-    """Static/dynamic fields as one array ``(n, *dims)``, checked against the expected grid."""
+    """Static/dynamic fields as one array ``(n, *dims)`` in the canonical orientation,
+    checked against the expected grid."""
     if fields is None:
         return None
     if isinstance(fields, xr.Dataset):
@@ -133,6 +149,8 @@ def _stack_fields(
             raise CoordinateError(
                 f"The {what} field {name!r} lacks dims {missing}; expected {dims}."
             )
+        # in the canonical orientation, as the precipitation (its own coordinates say how)
+        field = cv.flip_axes(field, cv.orientation_flips(field, axes))
         field = field.transpose(*dims)
         for dim in dims:
             if dim in like and not np.allclose(
@@ -186,6 +204,7 @@ def downscale(
     progress: bool | None = None,
     weights: Any = "default",
     config: str | dict[str, Any] | None = None,
+    check_values: bool = True,
 ) -> xr.DataArray:
     """Downscale precipitation in space (``factor``) and time (``time_factor``).
 
@@ -204,19 +223,23 @@ def downscale(
         ``fczsm``.
     dynamic
         Extra dynamic fields on the coarse grid and time axis, stacked as input channels.
-    var, units, device, batch_size, progress, weights, config
+    var, units, device, batch_size, progress, weights, config, check_values
         As in :func:`xnowcast.nowcast`.
 
     Returns
     -------
     xarray.DataArray
-        On the refined grid and time axis, in the input's units, NaN where the input
-        was missing; lazy when the input is dask-backed.
+        On the refined grid and time axis, in the input's units and orientation, NaN
+        where the input was missing; lazy when the input is dask-backed.  The model
+        runs on the canonical orientation (north up, x east), static and dynamic
+        fields included, so flipping the input's y or x gives the flipped output.
     """
     from xnowcast.runtime import ModelRequest
 
     check_run_options(device, batch_size, "auto")
     da, axes, src_units = prepare_field(obj, var=var, units=units)
+    flips = cv.orientation_flips(da, axes)
+    da = cv.flip_axes(da, flips)
     name = ("fczsm" if static is not None else "zsm") if model == "auto" else model
     spec = get_spec(name, task="downscale")
     factor = positive_int(factor, "factor")
@@ -232,7 +255,7 @@ def downscale(
     fine_y = fine_coordinate(da[axes.y], factor)
     fine_x = fine_coordinate(da[axes.x], factor)
     static_np = _stack_fields(
-        static, (axes.y, axes.x), {axes.y: fine_y.values, axes.x: fine_x.values}, "static"
+        static, axes, (axes.y, axes.x), {axes.y: fine_y.values, axes.x: fine_x.values}, "static"
     )
     needs_static = int(getattr(net, "static_channels", 0))
     if needs_static and static_np is None:
@@ -250,6 +273,7 @@ def downscale(
         )
     dyn_np = _stack_fields(
         dynamic,
+        axes,
         (axes.time, axes.y, axes.x),
         {axes.y: da[axes.y].values, axes.x: da[axes.x].values},
         "dynamic",
@@ -271,6 +295,7 @@ def downscale(
         static=static_np,
         batch_size=batch_size,
         progress=show,
+        check_values=bool(check_values),
     )
     data = da.data
     if dyn_np is not None:
@@ -278,12 +303,13 @@ def downscale(
         data = np.concatenate(stacked, axis=1) if not is_dask(data) else _dask_concat(stacked)
     else:
         data = data[:, None]
+    in_times = da[axes.time].values
     values = (
-        _lazy_blocks(data, block)
+        _lazy_blocks(data, block, in_times)
         if is_dask(da.data)
-        else _downscale_block(np.asarray(data), **block)
+        else _downscale_block(np.asarray(data), **block, times=in_times)
     )
-    out_times = da[axes.time].values
+    out_times = in_times
     if count > 1:
         fine_steps = np.arange((count - 1) * time_factor + 1) * (step / time_factor)
         out_times = (out_times[0] + fine_steps).astype(out_times.dtype)
@@ -294,6 +320,7 @@ def downscale(
     }
     coords.update({k: v for k, v in da.coords.items() if v.ndim == 0})
     out = xr.DataArray(values, dims=(axes.time, axes.y, axes.x), coords=coords, name=da.name)
+    out = restore_orientation(out, flips)
     line = (
         f"xnowcast {package_version()}: {spec.name} downscale, factor {factor}, "
         f"time_factor {time_factor}"
@@ -308,7 +335,7 @@ def _dask_concat(parts: list[Any]) -> Any:
     return dsa.concatenate([dsa.asarray(p) for p in parts], axis=1)
 
 
-def _lazy_blocks(data: Any, block: dict[str, Any]) -> Any:
+def _lazy_blocks(data: Any, block: dict[str, Any], times: np.ndarray) -> Any:
     """Process a dask array in blocks of whole windows sharing one frame; same result as eager."""
     import dask
     import dask.array as dsa
@@ -326,7 +353,9 @@ def _lazy_blocks(data: Any, block: dict[str, Any]) -> Any:
             stop = count  # a tail shorter than a window joins this block
         frames = stop - start
         n_out = (frames - 1) * tf + 1
-        task = dask.delayed(_downscale_block)(data[start:stop], **block, require_data=False)
+        task = dask.delayed(_downscale_block)(
+            data[start:stop], **block, times=times[start:stop], require_data=False
+        )
         piece = dsa.from_delayed(task, shape=(n_out, h * f, w * f), dtype=np.float32)
         # the frame shared with the previous block comes from the previous block, as in eager
         pieces.append(piece if i == 0 else piece[1:])

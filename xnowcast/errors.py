@@ -12,6 +12,7 @@ __all__ = [
     "CoordinateError",
     "DataValueError",
     "DatasetError",
+    "MissingDataWarning",
     "ModelError",
     "RadarFormatError",
     "TimeAxisError",
@@ -59,3 +60,8 @@ class RadarFormatError(XnowcastError, ValueError):
 
 class MetricError(XnowcastError, ValueError):
     """An unknown metric name, or a metric asked for something it cannot do."""
+
+
+class MissingDataWarning(UserWarning):
+    """Some results are NaN because their input is missing (e.g. hindcast init times
+    whose input window has a gap or an entirely missing frame)."""

@@ -19,6 +19,7 @@ __all__ = [
     "package_version",
     "positive_int",
     "prepare_field",
+    "restore_orientation",
     "spatial_coords",
 ]
 
@@ -54,6 +55,17 @@ def prepare_field(
     cv.check_regular_grid(da, axes)
     found_units = units_of(da, units)
     return da, axes, found_units
+
+
+def restore_orientation(out: xr.DataArray, flips: tuple[str, ...]) -> xr.DataArray:
+    """A result computed on the canonical orientation, back in the caller's (same numbers).
+
+    In-memory values are made contiguous again, so that they are not a reversed view.
+    """
+    if not flips:
+        return out
+    out = cv.flip_axes(out, flips)
+    return out if is_dask(out.data) else out.copy(data=np.ascontiguousarray(out.data))
 
 
 def positive_int(value: Any, name: str) -> int:

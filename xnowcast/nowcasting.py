@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import Any
 
@@ -9,8 +10,8 @@ import numpy as np
 import xarray as xr
 
 from xnowcast import conventions as cv
-from xnowcast.checks import check_precipitation_values
-from xnowcast.errors import ModelError, TimeAxisError
+from xnowcast.checks import check_has_data, check_precipitation_values
+from xnowcast.errors import DataValueError, MissingDataWarning, ModelError, TimeAxisError
 from xnowcast.fields import (
     check_run_options,
     is_dask,
@@ -18,6 +19,7 @@ from xnowcast.fields import (
     package_version,
     positive_int,
     prepare_field,
+    restore_orientation,
     spatial_coords,
 )
 from xnowcast.options import OPTIONS
@@ -56,11 +58,16 @@ def _init_times(times: np.ndarray, init_time: Any) -> tuple[np.ndarray, bool]:
 
 
 def _window_indices(
-    times: np.ndarray, inits: np.ndarray, frames: int, step: np.timedelta64
-) -> np.ndarray:
-    """Integer indices ``(N, frames)`` of the input frames ending at each init time."""
+    times: np.ndarray, inits: np.ndarray, frames: int, step: np.timedelta64, *, strict: bool
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Indices ``(N, frames)`` of the input frames ending at each init time, and the windows
+    that are incomplete (``{n: reason}``; their indices point at the init frame, never read).
+
+    ``strict``: an incomplete window raises instead (a single init time, ``on_missing="raise"``).
+    """
     position = {t: i for i, t in enumerate(times.astype("datetime64[ns]"))}
     out = np.empty((inits.size, frames), dtype=np.int64)
+    incomplete: dict[int, str] = {}
     for n, init in enumerate(inits):
         if init not in position:
             raise TimeAxisError(
@@ -75,14 +82,70 @@ def _window_indices(
             reason = (
                 "too few frames before it" if wanted[0] < times[0] else "a gap in the input window"
             )
-            raise TimeAxisError(
-                f"The model needs {frames} input frames ending at "
-                f"{np.datetime_as_string(init, unit='s')} every {step / np.timedelta64(1, 'm'):g} min, "
-                f"but only {have} exist ({reason}; missing {missing}). Choose a later init_time or "
-                "fill the gap."
-            )
+            if strict:
+                raise TimeAxisError(
+                    f"The model needs {frames} input frames ending at "
+                    f"{np.datetime_as_string(init, unit='s')} every "
+                    f"{step / np.timedelta64(1, 'm'):g} min, but only {have} exist ({reason}; "
+                    f"missing {missing}). Choose a later init_time or fill the gap."
+                )
+            incomplete[n] = f"{reason}: no frame at {', '.join(missing)}"
+            out[n] = position[init]
+            continue
         out[n] = [position[t] for t in wanted]
-    return out
+    return out, incomplete
+
+
+def _empty_frames(windows: np.ndarray) -> np.ndarray:
+    """``(N, T)`` True where a frame of a window is entirely NaN (a missing radar frame)."""
+    return np.isnan(windows).all(axis=(-2, -1))
+
+
+def _frame_times(inits: np.ndarray, frames: int, step: np.timedelta64) -> np.ndarray:
+    """``(N, frames)`` the times of each window's frames."""
+    offsets = (np.arange(frames - 1, -1, -1) * step).astype("timedelta64[ns]")
+    return inits.astype("datetime64[ns]")[:, None] - offsets[None, :]
+
+
+def _fmt(times: np.ndarray) -> str:
+    return ", ".join(str(np.datetime_as_string(t, unit="s")) for t in np.ravel(times))
+
+
+def _empty_frame_reasons(empty: np.ndarray, frame_times: np.ndarray) -> dict[int, str]:
+    return {
+        int(n): f"entirely NaN frame(s) at {_fmt(frame_times[n][empty[n]])}"
+        for n in np.flatnonzero(empty.any(axis=1))
+    }
+
+
+def _raise_empty_frames(empty: np.ndarray, frame_times: np.ndarray) -> None:
+    """A window with an entirely NaN frame, named by its init time (strict mode)."""
+    rows = np.flatnonzero(empty.any(axis=1))
+    if rows.size:
+        n = rows[0]
+        raise DataValueError(
+            f"init_time {np.datetime_as_string(frame_times[n, -1], unit='s')}: "
+            f"{int(empty[n].sum())} input frame(s) are entirely NaN ({_fmt(frame_times[n][empty[n]])}): "
+            "a missing radar frame is a gap in the time series. Choose an init_time whose input "
+            "frames all exist, or fill the gap (e.g. interpolate in time) first."
+        )
+
+
+def _warn_incomplete(inits: np.ndarray, reasons: dict[int, str], total: int) -> None:
+    """One warning listing the init times whose forecasts are NaN."""
+    if not reasons:
+        return
+    listed = [
+        f"{np.datetime_as_string(inits[n], unit='s')} ({reasons[n]})" for n in sorted(reasons)
+    ]
+    more = f" and {len(listed) - 20} more" if len(listed) > 20 else ""
+    warnings.warn(
+        f"{len(listed)} of {total} init times have an incomplete input window and give NaN "
+        f"forecasts: {'; '.join(listed[:20])}{more}. Fill the gaps, choose other init times, "
+        "or pass on_missing='raise' to get an error instead.",
+        MissingDataWarning,
+        stacklevel=3,
+    )
 
 
 def _input_step(da: xr.DataArray, time_dim: str) -> np.timedelta64:
@@ -127,25 +190,52 @@ def _nowcast_block(
     batch_size: int | str,
     progress: bool,
     init_keys: np.ndarray,
+    skip: np.ndarray,
+    strict: bool,
+    check_values: bool,
     block_info: dict[Any, Any] | None = None,
 ) -> np.ndarray:
     """Numpy in the data's units -> ``(N, steps, members, H, W)`` in the data's units.
 
-    ``init_keys`` holds one key (init time in ns) per window of the whole request; a
-    dask block takes its slice through ``block_info``.
+    ``init_keys`` holds one key (init time in ns) per window of the whole request and
+    ``skip`` whether its window is known to be incomplete; a dask block takes its
+    slice through ``block_info``.  Windows with an entirely NaN frame raise (``strict``)
+    or give NaN forecasts; the others are checked and run.
     """
     from xnowcast.runtime import run_nowcast
 
+    total = init_keys.size
     if block_info is not None and 0 in block_info:
         start, stop = block_info[0]["array-location"][0]
-        init_keys = init_keys[start:stop]
+        init_keys, skip = init_keys[start:stop], skip[start:stop]
 
     windows = np.asarray(windows)
-    check_precipitation_values(windows, units)
-    rate = convert_values(windows, units, _MODEL_UNITS, time_step=step).astype(
-        np.float32, copy=False
+    n, frames, h, w = windows.shape
+    inits = init_keys.astype("datetime64[ns]")
+    frame_times = _frame_times(inits, frames, step)
+    if strict:
+        check_has_data(windows)
+    empty = _empty_frames(windows)
+    if strict:
+        _raise_empty_frames(empty, frame_times)
+    found = _empty_frame_reasons(empty & ~skip[:, None], frame_times)
+    if found and block_info is not None:  # lazy: seen only now, while computing
+        _warn_incomplete(inits, found, total)
+    run = ~(skip | empty.any(axis=1))
+    out = np.full((n, steps, members, h, w), np.nan, dtype=np.float32)
+    if not run.any():
+        return out
+    good = windows if run.all() else windows[run]
+    check_precipitation_values(
+        good,
+        units,
+        times=frame_times[run],
+        time_step=step,
+        require_data=False,
+        check_values=check_values,
     )
-    out = run_nowcast(
+    rate = convert_values(good, units, _MODEL_UNITS, time_step=step).astype(np.float32, copy=False)
+    result = run_nowcast(
         rate,
         request,
         steps=steps,
@@ -154,13 +244,14 @@ def _nowcast_block(
         precision=precision,
         batch_size=batch_size,
         progress=progress,
-        init_keys=init_keys,
+        init_keys=init_keys[run],
     )
-    out = np.moveaxis(out, 1, 2)
+    result = np.moveaxis(result, 1, 2)
     if units not in ("mm/h", "mm h-1"):
-        out = convert_values(out, _MODEL_UNITS, units, time_step=step).astype(
+        result = convert_values(result, _MODEL_UNITS, units, time_step=step).astype(
             np.float32, copy=False
         )
+    out[run] = result
     return out
 
 
@@ -180,6 +271,8 @@ def nowcast(
     progress: bool | None = None,
     weights: Any = "default",
     config: str | dict[str, Any] | None = None,
+    on_missing: str = "nan",
+    check_values: bool = True,
 ) -> xr.DataArray:
     """Nowcast precipitation with a registered model.
 
@@ -214,14 +307,32 @@ def nowcast(
     weights, config
         ``"default"`` shipped weights, a shipped name, a path, or None (untrained);
         the config when building without weights.
+    on_missing
+        What a hindcast (a list or slice of ``init_time``) does with an init time whose
+        input window is incomplete (a time gap, too few frames before it, or an
+        entirely NaN frame): ``"nan"`` (default) gives a NaN forecast for it, with one
+        :class:`~xnowcast.errors.MissingDataWarning` listing them and the attribute
+        ``xnowcast_incomplete_init_times``; ``"raise"`` raises, naming the time.  A
+        single init time always raises.  With dask input an entirely NaN frame is
+        only seen when computed: its forecast is NaN (as in memory) and the warning
+        comes at compute time.
+    check_values
+        Refuse implausible input values before any model runs: no-data codes,
+        negative rain, rain rates above :data:`xnowcast.checks.MAX_RAIN_RATE`
+        (500 mm/h) and reflectivity outside :data:`xnowcast.checks.DBZ_RANGE`
+        (-35 to 95 dBZ).  ``False`` skips these checks (values that float32 cannot
+        hold and ``+inf`` are always refused).
 
     Returns
     -------
     xarray.DataArray
         Dims (``init_time``,) ``lead_time``, (``member``,) y, x, in the input's units,
-        with ``valid_time = init_time + lead_time``, the input's spatial coordinates
-        and grid mapping, and CF attributes recording the model and its weights.
-        Lazy when the input is dask-backed.
+        with ``valid_time = init_time + lead_time``, the input's spatial coordinates,
+        orientation and grid mapping, and CF attributes recording the model and its
+        weights.  Lazy when the input is dask-backed.  Every model runs on the
+        canonical orientation (north up, x east; see
+        :func:`xnowcast.conventions.orientation_flips`), so flipping the input's y or
+        x gives the flipped output.
 
     Raises
     ------
@@ -239,7 +350,11 @@ def nowcast(
             f"Model {spec.name!r} is deterministic: every member would be identical. "
             "Use members=1, or a stochastic model such as 'dgmr' for an ensemble."
         )
+    if on_missing not in ("nan", "raise"):
+        raise ModelError(f"on_missing must be 'nan' or 'raise', not {on_missing!r}.")
     da, axes, src_units = prepare_field(obj, var=var, units=units)
+    flips = cv.orientation_flips(da, axes)
+    da = cv.flip_axes(da, flips)
     step = _input_step(da, axes.time)
     if spec.time_step_minutes is not None and step != np.timedelta64(
         int(spec.time_step_minutes * 60), "s"
@@ -253,10 +368,21 @@ def nowcast(
     frames = int(request.load().input_frames)
     times = da[axes.time].values
     inits, as_dim = _init_times(times, init_time)
-    index = _window_indices(times, inits, frames, step)
+    strict = not as_dim or on_missing == "raise"
+    index, incomplete = _window_indices(times, inits, frames, step, strict=strict)
     windows = da.isel({axes.time: xr.DataArray(index, dims=(cv.INIT_TIME, "window"))}).transpose(
         cv.INIT_TIME, "window", axes.y, axes.x
     )
+    data = windows.data
+    if not is_dask(data):
+        data = np.asarray(data)
+        if not strict:  # entirely NaN frames are known now: one warning for all
+            empty = _empty_frames(data)
+            empty[list(incomplete)] = False
+            incomplete.update(_empty_frame_reasons(empty, _frame_times(inits, frames, step)))
+    skip = np.zeros(inits.size, dtype=bool)
+    skip[list(incomplete)] = True
+    _warn_incomplete(inits, incomplete, inits.size)
     show = OPTIONS["progress"] if progress is None else progress
     block = dict(
         request=request,
@@ -269,8 +395,10 @@ def nowcast(
         batch_size=batch_size,
         progress=show,
         init_keys=inits.astype("datetime64[ns]").astype(np.int64),
+        skip=skip,
+        strict=strict,
+        check_values=bool(check_values),
     )
-    data = windows.data
     if is_dask(data):
         import dask.array as dsa
 
@@ -285,7 +413,7 @@ def nowcast(
             meta=np.empty((0, 0, 0, 0, 0), dtype=np.float32),
         )
     else:
-        values = _nowcast_block(np.asarray(data), **block)
+        values = _nowcast_block(data, **block)
     lead = (np.arange(1, steps + 1) * step).astype("timedelta64[ns]")
     coords: dict[str, Any] = dict(spatial_coords(da, axes))
     attrs = cv.forecast_coord_attrs()
@@ -305,6 +433,11 @@ def nowcast(
         out = out.isel({cv.MEMBER: 0}, drop=True)
     if not as_dim:
         out = out.isel({cv.INIT_TIME: 0})
+    out = restore_orientation(out, flips)
     line = f"xnowcast {package_version()}: {spec.name} nowcast, {steps} steps, {members} member(s)"
     out.attrs = output_attrs(da, spec, weights, line, src_units)
+    if incomplete:
+        out.attrs["xnowcast_incomplete_init_times"] = " ".join(
+            str(np.datetime_as_string(inits[n], unit="s")) for n in sorted(incomplete)
+        )
     return out
