@@ -116,3 +116,17 @@ def test_fczsm_static_fields_follow_the_data(radar: xr.DataArray) -> None:
     other = [static[0][::-1].assign_coords(y=static[0].y), *static[1:]]
     changed = run("fczsm", radar, static=other)
     assert float(abs(changed - expected).max()) > 1e-3
+
+
+def test_training_data_are_north_up(radar: xr.DataArray) -> None:
+    """The trainers see the orientation the pipeline runs models on, whatever the files'."""
+    from xnowcast.training.data import as_rain_rate
+    from xnowcast.training.pairs import make_pairs
+
+    for dims in FLIPS.values():
+        flipped = flip(radar, dims)
+        xr.testing.assert_identical(as_rain_rate(flipped), as_rain_rate(radar))
+        kwargs: dict[str, Any] = dict(window=2, crop=16, max_pairs=4, seed=0)
+        reference, pairs = make_pairs(radar, **kwargs), make_pairs(flipped, **kwargs)
+        for name in ("coarse", "fine", "mask", "static"):
+            assert bool((getattr(pairs, name) == getattr(reference, name)).all()), name

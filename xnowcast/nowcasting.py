@@ -311,16 +311,16 @@ def nowcast(
         What a hindcast (a list or slice of ``init_time``) does with an init time whose
         input window is incomplete (a time gap, too few frames before it, or an
         entirely NaN frame): ``"nan"`` (default) gives a NaN forecast for it, with one
-        :class:`~xnowcast.errors.MissingDataWarning` listing them and the attribute
+        :class:`~xnowcast.MissingDataWarning` listing them and the attribute
         ``xnowcast_incomplete_init_times``; ``"raise"`` raises, naming the time.  A
         single init time always raises.  With dask input an entirely NaN frame is
         only seen when computed: its forecast is NaN (as in memory) and the warning
         comes at compute time.
     check_values
         Refuse implausible input values before any model runs: no-data codes,
-        negative rain, rain rates above :data:`xnowcast.checks.MAX_RAIN_RATE`
-        (500 mm/h) and reflectivity outside :data:`xnowcast.checks.DBZ_RANGE`
-        (-35 to 95 dBZ).  ``False`` skips these checks (values that float32 cannot
+        negative rain, rain rates above 500 mm/h (``xnowcast.checks.MAX_RAIN_RATE``)
+        and reflectivity outside -35 to 95 dBZ (``xnowcast.checks.DBZ_RANGE``); see
+        :func:`xnowcast.checks.check_precipitation_values`.  ``False`` skips these checks (values that float32 cannot
         hold and ``+inf`` are always refused).
 
     Returns

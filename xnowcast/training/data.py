@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from xnowcast import conventions as cv
 from xnowcast.errors import CoordinateError, DataValueError, TimeAxisError
 
 __all__ = [
@@ -54,6 +55,8 @@ def as_rain_rate(da: xr.DataArray | xr.Dataset) -> xr.DataArray:
         if dim not in da.dims:
             raise CoordinateError(f"training data need dims time, y, x; got {da.dims}")
     da = da.transpose("time", "y", "x")
+    # the canonical orientation the pipeline runs models on (north up, x east)
+    da = cv.flip_axes(da, cv.orientation_flips(da, cv.Axes("time", "y", "x")))
     units = da.attrs.get("units")
     if units is None:
         raise DataValueError("training data need a 'units' attribute (mm/h, dBZ, ...)")

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from xnowcast import conventions as cv
 from xnowcast.errors import DataValueError, TimeAxisError
 from xnowcast.grids import STATIC_NAMES, known_fine_cells, static_fields
 
@@ -204,6 +205,8 @@ def make_pairs(
     import xbatcher
 
     da = da.transpose("time", "y", "x")
+    # pairs on the canonical orientation the pipeline runs models on (north up, x east)
+    da = cv.flip_axes(da, cv.orientation_flips(da, cv.Axes("time", "y", "x")))
     t_fine = (window - 1) * time_factor + 1
     size = crop * factor
     if da.sizes["time"] < t_fine:
