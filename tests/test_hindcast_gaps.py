@@ -138,3 +138,13 @@ def test_eager_and_lazy_hindcasts_agree(sample: xr.DataArray) -> None:
     assert found and all(stamp(times[6]) in m for m in found)
     np.testing.assert_array_equal(computed.values, eager.values)
     assert_nan_exactly_at(computed, [times[6], times[7], times[8], times[11], times[12]])
+
+
+def test_raise_mode_names_the_time_of_an_all_missing_block(sample: xr.DataArray) -> None:
+    times = sample.time.values
+    holed = sample.copy()
+    holed[7:11] = np.nan  # every frame of the windows of init times 9 and 10
+    for init_time in (list(times[9:11]), times[10]):
+        lazy = hindcast(holed.chunk({"time": 2}), init_time=init_time, on_missing="raise")
+        with pytest.raises(DataValueError, match=r"init_time 2021-07-04T16:(35|40):00 is entirely"):
+            lazy.compute()

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from xnowcast import conventions as cv
-from xnowcast.checks import check_has_data, check_precipitation_values
+from xnowcast.checks import check_precipitation_values
 from xnowcast.errors import DataValueError, MissingDataWarning, ModelError, TimeAxisError
 from xnowcast.fields import (
     check_run_options,
@@ -213,8 +213,11 @@ def _nowcast_block(
     n, frames, h, w = windows.shape
     inits = init_keys.astype("datetime64[ns]")
     frame_times = _frame_times(inits, frames, step)
-    if strict:
-        check_has_data(windows)
+    if strict and np.isnan(windows).all():
+        raise DataValueError(
+            f"The input of init_time {_fmt(inits[:1])} is entirely NaN (no valid radar data): "
+            "check the selection, or the masking of no-data values when the data were read."
+        )
     empty = _empty_frames(windows)
     if strict:
         _raise_empty_frames(empty, frame_times)
