@@ -93,19 +93,33 @@ def test_rain_fill_codes_are_named(rain: xr.DataArray, code: float) -> None:
 
 
 def test_raw_counts_above_the_maximum_rain_rate(rain: xr.DataArray) -> None:
-    """uint16 counts (the rate x 30, up to ~2250) look like rain but are not."""
+    """uint16 counts (the rate x 30, up to 569 here) look like rain but are not."""
     counts = (rain * 30).astype(np.uint16)
     assert int(counts.max()) > MAX_RAIN_RATE
     with pytest.raises(DataValueError) as info:
         trilinear(counts)
     message = str(info.value)
     for needle in (
-        "values above 500 mm h-1, the largest plausible rain rate",
+        "8 integer values (raw counts?) above 500 mm h-1, the largest plausible rain rate",
         "raw counts",
         "gain",
     ):
         assert needle in message, (needle, message)
     assert SKIP_HINT in message and "da.where(da <= 500)" in message
+
+
+def test_isolated_extreme_pixels_of_real_composites_pass(rain: xr.DataArray) -> None:
+    """OPERA's real 2018-08-24 composite has single pixels up to 8647 mm/h (clutter, hail):
+    a few such pixels pass, a patch of them does not, nor anything from 10,000 mm/h."""
+    spiky = rain.copy(deep=True)
+    spiky[-1, 5, 5], spiky[-1, 30, 40] = 8646.8, 1205.2
+    out = persist(spiky)
+    assert float(out.max()) == pytest.approx(8646.8)
+    with pytest.raises(DataValueError, match="12 values above 500 mm h-1"):
+        persist(with_patch(rain, 2000.0))
+    spiky[-1, 5, 5] = 1e6
+    with pytest.raises(DataValueError, match=r"2 values above 500 mm h-1, .* up to 1e\+06"):
+        persist(spiky)
 
 
 def test_the_maximum_follows_the_units(rain: xr.DataArray) -> None:

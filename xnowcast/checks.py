@@ -20,9 +20,12 @@ from xnowcast.errors import DataValueError
 from xnowcast.units import convert_values, unit_kind
 
 __all__ = [
+    "ARTEFACT_PIXELS",
+    "ARTEFACT_SHARE",
     "DBZ_RANGE",
     "FILL_CODES",
     "MAX_RAIN_RATE",
+    "RAIN_RATE_CEILING",
     "check_has_data",
     "check_precipitation_values",
 ]
@@ -31,6 +34,15 @@ __all__ = [
 #: ~300 mm; radar-derived rates of a few hundred mm/h occur in hail cores.  Above
 #: this are no-data codes (65535, 9999 ...), raw counts not yet scaled, or wrong units.
 MAX_RAIN_RATE = 500.0
+
+#: Rain rates above :data:`MAX_RAIN_RATE` are accepted as the artefacts of real
+#: composites (clutter, hail: OPERA's 2018-08-24 composite has 5 such pixels, one at
+#: 8647 mm/h) when they are isolated: float data, below :data:`RAIN_RATE_CEILING` (mm/h),
+#: at most :data:`ARTEFACT_PIXELS` pixels or :data:`ARTEFACT_SHARE` of the valid pixels
+#: of a frame, whichever is more.  Integer data above the maximum are raw counts.
+RAIN_RATE_CEILING = 1e4
+ARTEFACT_PIXELS = 4
+ARTEFACT_SHARE = 1e-3
 
 #: The plausible range of reflectivity, in dBZ: below are no-data codes (-99,
 #: -327.68 = int16 -32768 x 0.01, -1e4 ...), above are raw byte codes (255 ...).
@@ -123,7 +135,8 @@ def check_precipitation_values(
         processed series, where an all-missing block is legitimate (its output is NaN).
     check_values
         Run the plausibility checks (no-data codes, negative rain, rain rates above
-        :data:`MAX_RAIN_RATE`, reflectivity outside :data:`DBZ_RANGE`).
+        :data:`MAX_RAIN_RATE` beyond a few isolated pixels, reflectivity outside
+        :data:`DBZ_RANGE`).
 
     Raises
     ------
@@ -186,22 +199,38 @@ def _check_plausible(
         np.asarray(convert_values(np.array([MAX_RAIN_RATE]), "mm/h", units, time_step=time_step))[0]
     )
     if highest > limit * (1 + 1e-6):
-        high = values > limit
-        code = _fill_code(values[high])
-        if code is not None:
-            raise _code_error(values, code, _where(high, times))
-        same = np.isclose(limit, MAX_RAIN_RATE) and unit_kind(units) == "rate"
-        raise DataValueError(
-            f"{int(high.sum())} values above {limit:g} {units}"
-            f"{'' if same else f' (= {MAX_RAIN_RATE:g} mm/h)'}, the largest plausible rain "
-            f"rate, up to {highest:g} {units}{_where(high, times)}: no-data codes, raw counts "
-            "not yet scaled (apply the file's gain and offset), or wrong units. Mask them as "
-            f"missing, e.g. da = da.where(da <= {limit:g}), or fix the units; {_SKIP}."
-        )
+        _check_high_rain(values, units, limit, highest, times)
     # a large rate below the limit is suspicious only when frequent (e.g. byte code 255)
     for code in (c for c in FILL_CODES if 0 < c <= limit):
         if np.count_nonzero(data == code) > 0.01 * data.size:
             raise _code_error(values, code, _where(values == code, times))
+
+
+def _check_high_rain(
+    values: np.ndarray, units: str, limit: float, highest: float, times: np.ndarray | None
+) -> None:
+    """Rain above ``limit`` (:data:`MAX_RAIN_RATE` in the data's units): refused unless it is a
+    few isolated pixels of float data below the ceiling (the artefacts of real composites)."""
+    high = values > limit
+    code = _fill_code(values[high])
+    if code is not None:
+        raise _code_error(values, code, _where(high, times))
+    fields = high.reshape(-1, high.shape[-2] * high.shape[-1]).sum(axis=1)
+    valid = (~np.isnan(values)).reshape(fields.size, -1).sum(axis=1)
+    tolerated = np.maximum(ARTEFACT_PIXELS, ARTEFACT_SHARE * valid)
+    ceiling = limit * RAIN_RATE_CEILING / MAX_RAIN_RATE
+    integers = values.dtype.kind in "iu"
+    if not (integers or highest >= ceiling or (fields > tolerated).any()):
+        return
+    same = np.isclose(limit, MAX_RAIN_RATE) and unit_kind(units) == "rate"
+    what = "integer values (raw counts?)" if integers else "values"
+    raise DataValueError(
+        f"{int(high.sum())} {what} above {limit:g} {units}"
+        f"{'' if same else f' (= {MAX_RAIN_RATE:g} mm/h)'}, the largest plausible rain "
+        f"rate, up to {highest:g} {units}{_where(high, times)}: no-data codes, raw counts "
+        "not yet scaled (apply the file's gain and offset), or wrong units. Mask them as "
+        f"missing, e.g. da = da.where(da <= {limit:g}), or fix the units; {_SKIP}."
+    )
 
 
 def _check_reflectivity(

@@ -321,7 +321,8 @@ def nowcast(
         comes at compute time.
     check_values
         Refuse implausible input values before any model runs: no-data codes,
-        negative rain, rain rates above 500 mm/h (``xnowcast.checks.MAX_RAIN_RATE``)
+        negative rain, rain rates above 500 mm/h (``xnowcast.checks.MAX_RAIN_RATE``;
+        a few isolated pixels of float data below 10,000 mm/h pass as artefacts)
         and reflectivity outside -35 to 95 dBZ (``xnowcast.checks.DBZ_RANGE``); see
         :func:`xnowcast.checks.check_precipitation_values`.  ``False`` skips these checks (values that float32 cannot
         hold and ``+inf`` are always refused).
