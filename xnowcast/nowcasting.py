@@ -218,7 +218,9 @@ def _nowcast_block(
             f"The input of init_time {_fmt(inits[:1])} is entirely NaN (no valid radar data): "
             "check the selection, or the masking of no-data values when the data were read."
         )
-    empty = _empty_frames(windows)
+    # in memory, a hindcast's entirely NaN frames were found before (skip holds them)
+    seen = strict or block_info is not None
+    empty = _empty_frames(windows) if seen else np.zeros((n, frames), dtype=bool)
     if strict:
         _raise_empty_frames(empty, frame_times)
     found = _empty_frame_reasons(empty & ~skip[:, None], frame_times)
@@ -381,7 +383,7 @@ def nowcast(
     if not is_dask(data):
         data = np.asarray(data)
         if not strict:  # entirely NaN frames are known now: one warning for all
-            empty = _empty_frames(data)
+            empty = np.isnan(np.asarray(da.data)).all(axis=(-2, -1))[index]
             empty[list(incomplete)] = False
             incomplete.update(_empty_frame_reasons(empty, _frame_times(inits, frames, step)))
     skip = np.zeros(inits.size, dtype=bool)
