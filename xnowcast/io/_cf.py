@@ -229,6 +229,7 @@ def assemble(
     chunks: Any = None,
     read_window: WindowReader | None = None,
     read_extra: Callable[[FrameInfo, str, slice, slice], np.ndarray] | None = None,
+    lock: Any = None,
 ) -> xr.Dataset:
     """Stack frames into one CF Dataset (dims ``time, y, x``), sorted by time.
 
@@ -250,6 +251,8 @@ def assemble(
     read_extra : callable, optional
         ``read_extra(info, name, rows, cols)`` for the variables named in
         ``info.extras`` (e.g. a quality field).
+    lock : lock, optional
+        Held while a file is decoded (the reader's ``LOCK``).
 
     Returns
     -------
@@ -270,7 +273,7 @@ def assemble(
         readers[name] = functools.partial(_extra, read_extra, name)
     variables = {}
     for name, read in readers.items():
-        stack = FrameStack(infos, read, shape)
+        stack = FrameStack(infos, read, shape, lock)
         if chunks is None:
             values: Any = stack[:]
         else:

@@ -10,6 +10,8 @@ WKT in ``crs_wkt``).  Corners given as longitude/latitude are projected with
 
 from __future__ import annotations
 
+import copy
+import functools
 import warnings
 from typing import Any
 
@@ -18,7 +20,14 @@ import pyproj
 
 from xnowcast.errors import RadarFormatError
 
-__all__ = ["cf_attributes", "crs_from_proj4", "geographic_crs", "project", "to_crs"]
+__all__ = [
+    "cf_attributes",
+    "crs_from_cf",
+    "crs_from_proj4",
+    "geographic_crs",
+    "project",
+    "to_crs",
+]
 
 _LENGTH_KEYS = ("a", "b", "R", "x_0", "y_0")
 _UNIT_TO_METRE = {"m": 1.0, "km": 1000.0}
@@ -76,12 +85,34 @@ def crs_from_proj4(text: str, length_unit: str | None = None) -> tuple[pyproj.CR
     return to_crs(metres), metres
 
 
-def to_crs(definition: Any) -> pyproj.CRS:
-    """``pyproj.CRS(definition)``, with a :class:`RadarFormatError` naming the definition."""
+@functools.lru_cache(maxsize=64)
+def to_crs(definition: str) -> pyproj.CRS:
+    """``pyproj.CRS(definition)`` (cached), with a :class:`RadarFormatError` naming it."""
     try:
         return pyproj.CRS(definition)
     except pyproj.exceptions.CRSError as err:
         raise RadarFormatError(f"PROJ cannot read the projection {definition!r}: {err}") from err
+
+
+def crs_from_cf(attrs: dict[str, Any]) -> pyproj.CRS:
+    """``pyproj.CRS.from_cf(attrs)`` of a file's grid-mapping attributes (cached).
+
+    PROJ searches its database for a datum without a name (0.4 s), so files
+    that share one grid mapping share one CRS.
+    """
+    key = tuple(sorted((k, repr(np.asarray(v).tolist())) for k, v in attrs.items()))
+    return _crs_from_cf(key)
+
+
+@functools.lru_cache(maxsize=64)
+def _crs_from_cf(key: tuple[tuple[str, str], ...]) -> pyproj.CRS:
+    import ast
+
+    attrs = {k: ast.literal_eval(v) for k, v in key}
+    try:
+        return pyproj.CRS.from_cf(attrs)
+    except pyproj.exceptions.CRSError as err:
+        raise RadarFormatError(f"PROJ cannot read the grid mapping {attrs}: {err}") from err
 
 
 def geographic_crs(crs: pyproj.CRS) -> pyproj.CRS:
@@ -113,6 +144,11 @@ def cf_attributes(crs: pyproj.CRS, proj4: str | None = None, **extra: Any) -> di
     RadarFormatError
         For a CRS that has no CF grid mapping.
     """
+    return {**copy.deepcopy(_cf_attributes(crs, proj4)), **extra}
+
+
+@functools.lru_cache(maxsize=64)
+def _cf_attributes(crs: pyproj.CRS, proj4: str | None) -> dict[str, Any]:
     with warnings.catch_warnings():
         # "angle from rectified to skew grid lost" (Swiss oblique Mercator: it equals the
         # azimuth) and "you will likely lose information" of to_proj4: the WKT keeps all.
@@ -132,5 +168,4 @@ def cf_attributes(crs: pyproj.CRS, proj4: str | None = None, **extra: Any) -> di
         if isinstance(value, tuple):
             attrs[key] = list(value)
     attrs["proj4_params"] = proj4
-    attrs.update(extra)
     return attrs

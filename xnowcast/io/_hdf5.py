@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from xarray.backends.locks import HDF5_LOCK
 
-__all__ = ["HDF5_SIGNATURE", "text"]
+__all__ = ["HDF5_SIGNATURE", "LOCK", "text"]
+
+#: The HDF5 library is not thread-safe (netCDF4 and h5py in two dask threads crash
+#: it): every HDF5-based reader holds xarray's HDF5 lock, which xarray's own
+#: netCDF readers hold too, so lazy reads of both never overlap.
+LOCK = HDF5_LOCK
 
 #: The first 8 bytes of every HDF5 (and netCDF4) file.
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

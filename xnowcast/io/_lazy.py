@@ -10,6 +10,7 @@ errors name the file (:func:`guarded`).
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,15 +49,24 @@ class FrameStack:
         ``read(info, rows, cols)``: the window of one file (float32, NaN missing).
     shape : (int, int)
         ``(ny, nx)`` of every frame.
+    lock : lock, optional
+        Held while a file is read (the reader's ``LOCK``: HDF5 is not thread-safe).
     """
 
     dtype = np.dtype(np.float32)
     ndim = 3
 
-    def __init__(self, infos: Sequence[Any], read: WindowReader, shape: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        infos: Sequence[Any],
+        read: WindowReader,
+        shape: tuple[int, int],
+        lock: Any = None,
+    ) -> None:
         self.infos = list(infos)
         self.read = read
         self.shape = (len(self.infos), *shape)
+        self.lock = lock
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -66,7 +76,8 @@ class FrameStack:
         info = self.infos[index]
         rows = slice(*rows.indices(self.shape[1]))
         cols = slice(*cols.indices(self.shape[2]))
-        values = guarded(info.path, "decode its values", lambda: self.read(info, rows, cols))
+        with self.lock or contextlib.nullcontext():
+            values = guarded(info.path, "decode its values", lambda: self.read(info, rows, cols))
         expected = (rows.stop - rows.start, cols.stop - cols.start)
         if values.shape != expected:
             raise RadarFormatError(

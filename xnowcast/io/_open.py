@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import os
@@ -15,6 +16,7 @@ import xarray as xr
 from xnowcast.errors import RadarFormatError
 from xnowcast.io import _cf, bom, fmi, geotiff, knmi, mch, mrms, odim
 from xnowcast.io._hdf5 import HDF5_SIGNATURE
+from xnowcast.io._hdf5 import LOCK as HDF5_LOCK
 from xnowcast.io._lazy import guarded
 from xnowcast.io.protocol import ALIASES, FORMATS, load_entry_points, register_reader
 
@@ -45,7 +47,7 @@ def _damaged(path: Path, head: bytes) -> str | None:
         import h5py
 
         try:
-            with h5py.File(path, "r"):
+            with HDF5_LOCK, h5py.File(path, "r"):
                 return None
         except OSError as err:
             return f"an HDF5 file that HDF5 cannot open ({err})"
@@ -57,6 +59,11 @@ def _damaged(path: Path, head: bytes) -> str | None:
         except (OSError, EOFError) as err:
             return f"a gzip file that cannot be decompressed ({err})"
     return None
+
+
+def _sniff(module: Any, path: Path, head: bytes) -> bool:
+    with getattr(module, "LOCK", None) or contextlib.nullcontext():
+        return bool(guarded(str(path), "check its format", lambda: module.sniff(path, head)))
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -83,7 +90,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     path = Path(path)
     head = _head(path)
     for name, module in FORMATS.items():
-        if guarded(str(path), "check its format", lambda m=module: m.sniff(path, head)):
+        if _sniff(module, path, head):
             return name
     reason = _damaged(path, head)
     if reason:
@@ -229,17 +236,19 @@ def open_radar(
         name = _resolve_format(format)
         pairs = [(path, name) for path in files]
         for path in files:
-            if not guarded(
-                str(path), "check its format", lambda p=path: FORMATS[name].sniff(p, _head(p))
-            ):
+            if not _sniff(FORMATS[name], path, _head(path)):
                 reason = _damaged(path, _head(path))
                 raise RadarFormatError(
                     f"{path} is not a {name} file" + (f": {reason}" if reason else "")
                 )
-    infos = [
-        guarded(str(p), "read its metadata", lambda p=p, n=n: FORMATS[n].read_header(p))
-        for p, n in pairs
-    ]
+    infos = []
+    for path, name in pairs:
+        with getattr(FORMATS[name], "LOCK", None) or contextlib.nullcontext():
+            infos.append(
+                guarded(
+                    str(path), "read its metadata", lambda p=path, n=name: FORMATS[n].read_header(p)
+                )
+            )
     module = FORMATS[infos[0].format]
     return _cf.assemble(
         infos,
@@ -247,6 +256,7 @@ def open_radar(
         chunks=chunks,
         read_window=getattr(module, "read_window", None),
         read_extra=getattr(module, "read_extra", None),
+        lock=getattr(module, "LOCK", None),
     )
 
 

@@ -28,14 +28,13 @@ from typing import Any
 import h5py
 import netCDF4
 import numpy as np
-import pyproj
 
 from xnowcast.errors import RadarFormatError
 from xnowcast.io._cf import FrameInfo, Grid, rate_from_accumulation_attrs
-from xnowcast.io._crs import cf_attributes
-from xnowcast.io._hdf5 import HDF5_SIGNATURE, text
+from xnowcast.io._crs import cf_attributes, crs_from_cf
+from xnowcast.io._hdf5 import HDF5_SIGNATURE, LOCK, text
 
-__all__ = ["read_data", "read_header", "read_window", "sniff"]
+__all__ = ["LOCK", "read_data", "read_header", "read_window", "sniff"]
 
 FORMAT = "bom_netcdf"
 
@@ -111,12 +110,7 @@ def read_header(path: Path) -> FrameInfo:
         x0, dx, nx = _axis(ds, dims[1], path)
         mapping = ds.variables[field.grid_mapping]
         cf = {key: mapping.getncattr(key) for key in mapping.ncattrs()}
-        try:
-            crs = pyproj.CRS.from_cf(cf)
-        except pyproj.exceptions.CRSError as err:
-            raise RadarFormatError(
-                f"{path}: PROJ cannot read its grid mapping {cf}: {err}"
-            ) from err
+        crs = crs_from_cf(cf)
         valid_name, start_name = _time_variables(ds, path)
         time = _time(ds, valid_name, path)
         standard_name = field.standard_name

@@ -44,9 +44,9 @@ import numpy as np
 from xnowcast.errors import RadarFormatError
 from xnowcast.io._cf import FrameInfo, Grid, rate_from_accumulation_attrs
 from xnowcast.io._crs import cf_attributes, crs_from_proj4, project
-from xnowcast.io._hdf5 import HDF5_SIGNATURE, text
+from xnowcast.io._hdf5 import HDF5_SIGNATURE, LOCK, text
 
-__all__ = ["read_data", "read_extra", "read_header", "read_window", "sniff"]
+__all__ = ["LOCK", "read_data", "read_extra", "read_header", "read_window", "sniff"]
 
 FORMAT = "odim_hdf5"
 
