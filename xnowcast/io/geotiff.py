@@ -151,12 +151,12 @@ def _raw_window(path: str, rows: slice, cols: slice) -> np.ndarray:
 
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
-        if not page.is_tiled:
-            return page.asarray()[rows, cols]
-        th, tw = page.tilelength, page.tilewidth
         ny, nx = page.shape[:2]
         r0, r1, _ = rows.indices(ny)
         c0, c1, _ = cols.indices(nx)
+        if not page.is_tiled or (r1 - r0) * (c1 - c0) > ny * nx // 4:
+            return page.asarray()[r0:r1, c0:c1]  # large windows: tifffile's own fast path
+        th, tw = page.tilelength, page.tilewidth
         out = np.empty((r1 - r0, c1 - c0), np.uint8)
         tiles_across = -(-nx // tw)
         fh = tif.filehandle
