@@ -95,7 +95,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     reason = _damaged(path, head)
     if reason:
         raise RadarFormatError(
-            f"{path}: {reason}; the file is truncated or corrupt: download it again, "
+            f"{path}: {reason}; the file is corrupt or truncated: download it again, "
             "or leave it out of the files you open"
         )
     raise _NotRadar(
