@@ -4,7 +4,8 @@
 
 Each case runs in a fresh Python process; its peak resident set size
 (``ru_maxrss``) and wall time are printed.  The baseline is the same process
-importing xnowcast and doing nothing else.
+importing xnowcast and doing nothing else (the nowcast row imports torch: compare
+it with the row before it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ CASES = {
     "+ compute a 256 x 256 crop of all 13 frames": (
         "ds = open_radar(CIRRUS, chunks='auto');"
         "ds.reflectivity.isel(y=slice(2000, 2256), x=slice(1500, 1756)).values"
+    ),
+    "import torch and the extrapolation model (baseline of the next row)": (
+        "import torch, xnowcast.models.extrapolation"
     ),
     "+ extrapolation nowcast (4 inputs, 6 steps) on that crop": (
         "ds = open_radar(CIRRUS, chunks='auto');"
