@@ -22,7 +22,7 @@ import pytest
 import xarray as xr
 from reference_decoders import geotiff_pil, grib2_png_field, netcdf_h5py, odim_raw
 
-from xnowcast.io import detect_format, open_radar
+from xnowcast.io import add_lat_lon, detect_format, open_radar
 
 BOM = "radar/bom/prcp-c10/66/2020/10/31"
 OPERA = "radar/OPERA/20180824"
@@ -97,6 +97,28 @@ def test_bom_values_times_and_grid(shared_data, importers):
     assert ds.crs.attrs["grid_mapping_name"] == "albers_conical_equal_area"
     assert _crs(ds).equals(pyproj.CRS.from_cf(mapping))
     assert np.diff(ds.x.values)[0] == 500.0 and np.diff(ds.y.values)[0] == -500.0
+
+
+def test_lat_lon_on_demand(shared_data):
+    """BOM's projection origin is the radar (Mt Stapylton); OPERA's corners are in its file."""
+    bom = add_lat_lon(open_radar(_files(shared_data, BOM)[0]).isel(y=slice(250, 262)))
+    row, col = np.unravel_index(np.argmin(np.hypot(*np.meshgrid(bom.x, bom.y))), bom.lat.shape)
+    assert abs(float(bom.lat[row, col]) + 27.7178) < 0.005
+    assert abs(float(bom.lon[row, col]) - 153.24) < 0.005
+    assert bom.lat.attrs["units"] == "degrees_north"
+    path = _files(shared_data, OPERA)[0]
+    opera = add_lat_lon(open_radar(path).isel(y=[0, -1], x=[0, -1]))
+    with h5py.File(path) as f:
+        where = dict(f["where"].attrs)
+    # cell centres lie within one 2 km cell (< 0.04 degree) of the outer corners
+    np.testing.assert_allclose(opera.lat.values[0, 0], where["UL_lat"], atol=0.04)
+    np.testing.assert_allclose(opera.lon.values[-1, -1], where["LR_lon"], atol=0.04)
+    mrms = add_lat_lon(
+        xr.Dataset(coords={"x": [-100.0, -99.99], "y": [40.0, 39.99]}).assign(
+            crs=((), 0, {"crs_wkt": pyproj.CRS("EPSG:4326").to_wkt()})
+        )
+    )
+    np.testing.assert_array_equal(mrms.lon.values[0], [-100.0, -99.99])
 
 
 def test_bom_downscales_with_trilinear(shared_data):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from xnowcast.errors import RadarFormatError
 from xnowcast.io._cf import FrameInfo, Grid
 from xnowcast.io._open import FORMATS, detect_format, open_radar
+from xnowcast.io.coords import add_lat_lon
 from xnowcast.io.protocol import RadarReader, register_reader
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Grid",
     "RadarFormatError",
     "RadarReader",
+    "add_lat_lon",
     "detect_format",
     "open_radar",
     "register_reader",
