@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -143,7 +144,8 @@ class FrameInfo:
     decode: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     #: More variables of the file (e.g. ``{"quality": {...CF attrs}}``), read with ``read_extra``.
     extras: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
-    #: The file's storage chunks ``(rows, cols)`` when the reader reads windows cheaply.
+    #: Spatial chunks ``(rows, cols)`` for ``chunks="auto"`` (the file's storage chunks or a
+    #: multiple of them), when the reader reads windows.
     storage_chunks: tuple[int, int] | None = None
 
 
@@ -214,12 +216,7 @@ def _reader(read: Callable[..., np.ndarray], windowed: bool) -> WindowReader:
 def _whole_frame_then_window(
     read: Callable[[FrameInfo], np.ndarray], info: FrameInfo, rows: slice, cols: slice
 ) -> np.ndarray:
-    values = read(info)
-    return (
-        values
-        if (rows, cols) == (slice(0, values.shape[0]), slice(0, values.shape[1]))
-        else (values[rows, cols])
-    )
+    return read(info)[rows, cols]
 
 
 def assemble(
@@ -282,7 +279,8 @@ def assemble(
             )
             from dask.base import tokenize
 
-            token = tokenize(name, [(info.path, str(info.time)) for info in infos], sizes)
+            files = [(info.path, str(info.time), os.stat(info.path).st_mtime_ns) for info in infos]
+            token = tokenize(name, files, sizes)
             values = lazy_array(
                 stack,
                 sizes if (windowed or sizes == shape) else shape,

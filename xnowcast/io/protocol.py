@@ -28,16 +28,19 @@ and, optionally:
 ``read_extra(info, name, rows, cols) -> numpy.ndarray``
     The window of a further variable listed in ``info.extras`` (a quality
     field...), which then joins the Dataset with the attributes given there.
+``LOCK``
+    A lock held around every call into the reader, for libraries that are not
+    thread-safe (the HDF5-based readers share xarray's ``HDF5_LOCK``).
+
+``info.storage_chunks`` proposes the spatial chunks of ``chunks="auto"``.
 
 Errors a reader raises on purpose are :class:`~xnowcast.errors.RadarFormatError`
 naming the file; other low-level errors (``OSError``, ``EOFError``, ``KeyError``,
 ...) are turned into one naming the file by ``open_radar``.
 
-Registering a reader
---------------------
-In a session: :func:`register_reader`.  From an installed package: an entry
-point in the group ``xnowcast.readers`` whose object is the reader, e.g. in the
-package's ``pyproject.toml``::
+**Registering a reader.** In a session: :func:`register_reader`.  From an
+installed package: an entry point in the group ``xnowcast.readers`` whose
+object is the reader, e.g. in the package's ``pyproject.toml``::
 
     [project.entry-points."xnowcast.readers"]
     my_format = "my_package.my_reader"
