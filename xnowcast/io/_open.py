@@ -249,7 +249,7 @@ def open_radar(
                     str(path), "read its metadata", lambda p=path, n=name: FORMATS[n].read_header(p)
                 )
             )
-    module = FORMATS[infos[0].format]
+    module = FORMATS[pairs[0][1]]
     return _cf.assemble(
         infos,
         module.read_data,
