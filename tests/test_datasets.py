@@ -101,6 +101,26 @@ def test_open_dataset_downloads_verifies_caches_and_works_offline(mirror, shared
 
 
 @pytest.mark.network
+def test_new_formats_download_and_open_through_the_mirror(mirror, shared_data):
+    """The GeoTIFF event (6 files) fetched, verified and opened lazily; a BOM day file by file."""
+    ds = xd.open_dataset("fmi-geotiff-20160928", chunks="auto")
+    assert sorted(p.lstrip("/") for p in mirror.requests) == xd.registry_files(
+        "fmi-geotiff-20160928"
+    )
+    assert ds.reflectivity.chunks is not None and ds.sizes["time"] == 6
+    assert ds.attrs["xnowcast_dataset"] == "fmi-geotiff-20160928"
+    crop = ds.reflectivity.isel(time=2, y=slice(4000, 4100), x=slice(2000, 2100)).values
+    direct = open_radar(shared_data / xd.registry_files("fmi-geotiff-20160928")[2])
+    np.testing.assert_array_equal(
+        crop, direct.reflectivity.isel(time=0, y=slice(4000, 4100), x=slice(2000, 2100)).values
+    )
+    bom = xd.registry_files("bom-20201031")
+    assert len(bom) == 144
+    (first,) = xd.fetch("bom-20201031", files=[bom[0]])
+    assert open_radar(first).precipitation.attrs["source_units"] == "kg m-2 per 10 min"
+
+
+@pytest.mark.network
 def test_corrupted_download_raises_a_hash_error_and_is_not_kept(shared_data, tmp_path, monkeypatch):
     name = xd.registry_files(EVENT)[0]
     bad_root = tmp_path / "bad"
@@ -194,11 +214,17 @@ def test_list_datasets_describes_every_dataset():
         "fmi-20160928",
         "knmi-20100826",
         "rmi-20210704",
+        "bom-20201031",
+        "opera-20180824",
+        "opera-cirrus-20241126",
+        "mrms-20190610",
+        "fmi-geotiff-20160928",
     ]
     keys = {"name", "source", "format", "grid", "step", "frames", "quantity", "licence"}
+    steps = {"bom-20201031": "10 min", "opera-20180824": "15 min", "mrms-20190610": "2 min"}
     for entry in described:
         assert keys <= set(entry)
-        assert entry["step"] == "5 min"
+        assert entry["step"] == steps.get(entry["name"], "5 min")
     for name, info in xd.EVENTS.items():
         assert len(xd.registry_files(name)) == info.frames
 
@@ -209,7 +235,7 @@ def test_registry_matches_the_archive_checksums(shared_data):
         digest, path = line.split()
         sums[path] = digest
     every = [path for name in xd.EVENTS for path in xd.registry_files(name)]
-    assert len(every) == len(set(every)) == 251
+    assert len(every) == len(set(every)) == 474  # every file of the archive
     for path in every:
         assert xd._registry()[path] == f"sha256:{sums[path]}"
         assert (shared_data / path).is_file()
@@ -239,4 +265,4 @@ def test_import_touches_no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     module = importlib.reload(xd)
-    assert len(module.EVENTS) == 5
+    assert len(module.EVENTS) == 10

@@ -15,12 +15,13 @@ from pathlib import Path
 import cf_xarray  # noqa: F401  (registers the .cf accessor)
 import h5py
 import numpy as np
+import pyproj
 import pytest
 import xarray as xr
 
 from xnowcast.errors import RadarFormatError, TimeAxisError
 from xnowcast.io import detect_format, open_radar
-from xnowcast.io._proj import lambert_conformal_conic, polar_stereographic, proj4_to_cf
+from xnowcast.io._crs import crs_from_proj4
 
 
 @dataclass(frozen=True)
@@ -317,13 +318,18 @@ def test_grid_edges_agree_with_pysteps_metadata(shared_data, pysteps_importers):
 # --- grids against the files' own geographic corners ----------------------------------
 
 
+def _pyproj_xy(ds: xr.Dataset, lon, lat):
+    """Project lon/lat with pyproj directly, from the WKT the Dataset's ``crs`` carries."""
+    crs = pyproj.CRS.from_wkt(ds.crs.attrs["crs_wkt"])
+    transformer = pyproj.Transformer.from_crs(crs.geodetic_crs, crs, always_xy=True)
+    return transformer.transform(np.asarray(lon, float), np.asarray(lat, float))
+
+
 def test_rmi_grid_matches_its_corner_latitudes_longitudes(shared_data):
     path = _files(shared_data, EVENTS["rmi"])[0]
     ds = open_radar(path)
     with h5py.File(path) as f:
         where = dict(f["where"].attrs)
-    crs = ds.crs.attrs
-    lat_1, lat_2 = crs["standard_parallel"]
     left, top = ds.x.values[0] - 500.0, ds.y.values[0] + 500.0
     right, bottom = ds.x.values[-1] + 500.0, ds.y.values[-1] - 500.0
     for corner, (ex, ey) in {
@@ -332,18 +338,7 @@ def test_rmi_grid_matches_its_corner_latitudes_longitudes(shared_data):
         "LL": (left, bottom),
         "LR": (right, bottom),
     }.items():
-        x, y = lambert_conformal_conic(
-            where[f"{corner}_lon"],
-            where[f"{corner}_lat"],
-            lat_1=lat_1,
-            lat_2=lat_2,
-            lat_0=crs["latitude_of_projection_origin"],
-            lon_0=crs["longitude_of_central_meridian"],
-            a=crs["semi_major_axis"],
-            rf=crs["inverse_flattening"],
-            false_easting=crs["false_easting"],
-            false_northing=crs["false_northing"],
-        )
+        x, y = _pyproj_xy(ds, where[f"{corner}_lon"], where[f"{corner}_lat"])
         assert abs(x - ex) < 1.0 and abs(y - ey) < 1.0, corner
 
 
@@ -352,16 +347,7 @@ def test_knmi_grid_matches_its_product_corners(shared_data):
     ds = open_radar(path)
     with h5py.File(path) as f:
         corners = f["geographic"].attrs["geo_product_corners"].reshape(4, 2)
-    crs = ds.crs.attrs
-    a, b = crs["semi_major_axis"], crs["semi_minor_axis"]
-    x, y = polar_stereographic(
-        corners[:, 0],
-        corners[:, 1],
-        lon_0=crs["straight_vertical_longitude_from_pole"],
-        lat_ts=crs["standard_parallel"],
-        a=a,
-        rf=a / (a - b),
-    )
+    x, y = _pyproj_xy(ds, corners[:, 0], corners[:, 1])
     left, right = ds.x.values[0] - 500.0, ds.x.values[-1] + 500.0
     top, bottom = ds.y.values[0] + 500.0, ds.y.values[-1] - 500.0
     # corners are given as LL, UL, UR, LR to 0.001 degree (about 100 m)
@@ -378,13 +364,15 @@ def test_fmi_grid_matches_the_known_suomi1_false_origin(shared_data):
     assert abs((ds.y.values[-1] - dy / 2) - (-3395677.920)) < 1.0
 
 
-def test_proj4_to_cf_converts_kilometre_definitions():
-    crs = proj4_to_cf("+proj=stere +lat_0=90 +lon_0=0 +lat_ts=60 +a=6378.137 +b=6356.752", "km")
-    assert crs["semi_major_axis"] == 6378137.0
-    assert crs["semi_minor_axis"] == 6356752.0
-    assert "+a=6378137" in crs["proj4_params"]
-    with pytest.raises(RadarFormatError, match="not supported"):
-        proj4_to_cf("+proj=robin +lon_0=0")
+def test_kilometre_proj4_definitions_become_metres():
+    crs, proj4 = crs_from_proj4(
+        "+proj=stere +lat_0=90 +lon_0=0 +lat_ts=60 +a=6378.137 +b=6356.752", "km"
+    )
+    assert "+a=6378137" in proj4 and "+b=6356752" in proj4 and "+units=m" in proj4
+    assert crs.ellipsoid.semi_major_metre == 6378137.0
+    assert crs.ellipsoid.semi_minor_metre == 6356752.0
+    with pytest.raises(RadarFormatError, match="PROJ cannot read"):
+        crs_from_proj4("+proj=nonsense +lon_0=0")
 
 
 # --- format dispatch and errors ------------------------------------------------------
@@ -418,7 +406,7 @@ def test_wrong_or_mixed_formats(shared_data):
     with pytest.raises(RadarFormatError, match="not a knmi_hdf5 file"):
         open_radar(rmi, format="knmi")
     with pytest.raises(RadarFormatError, match="unknown radar format"):
-        open_radar(rmi, format="grib")
+        open_radar(rmi, format="radolan")
     with pytest.raises(RadarFormatError, match="different formats"):
         open_radar([rmi, knmi])
     with pytest.raises(TimeAxisError, match="the time stamp"):

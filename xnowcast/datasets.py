@@ -135,6 +135,76 @@ EVENTS: dict[str, DatasetInfo] = {
             licence=_RMI_LICENCE,
             prefix="radar/rmi/radqpe/20210704/",
         ),
+        DatasetInfo(
+            name="bom-20201031",
+            source=(
+                "Australian Bureau of Meteorology Rainfields 3 (prcp-c10), radar 66 Mt Stapylton "
+                "(Brisbane), 2020-10-31 00:00-23:50 UTC"
+            ),
+            format="bom_netcdf",
+            grid="512 x 512 cells, 500 m, Albers conical equal area",
+            step="10 min",
+            frames=144,
+            quantity=(
+                "precipitation, mm h-1 (from 10-minute amounts in kg m-2 x 6; time = end of the "
+                "accumulation)"
+            ),
+            licence=_OPEN_LICENCE.format(who="Australian Bureau of Meteorology"),
+            prefix="radar/bom/prcp-c10/66/2020/10/31/",
+        ),
+        DatasetInfo(
+            name="opera-20180824",
+            source="OPERA pan-European composite (EUMETNET), 2018-08-24 18:00-23:45 UTC",
+            format="odim_hdf5",
+            grid="1900 x 2200 cells, 2 km, Lambert azimuthal equal area",
+            step="15 min",
+            frames=24,
+            quantity="precipitation (rain rate), mm h-1; quality index in 'quality'",
+            licence=_OPEN_LICENCE.format(who="EUMETNET OPERA"),
+            prefix="radar/OPERA/20180824/",
+        ),
+        DatasetInfo(
+            name="opera-cirrus-20241126",
+            source=(
+                "OPERA pan-European composite, CIRRUS generation (EUMETNET), "
+                "2024-11-26 01:00-02:00 UTC"
+            ),
+            format="odim_hdf5",
+            grid="3800 x 4400 cells, 1 km, Lambert azimuthal equal area",
+            step="5 min",
+            frames=13,
+            quantity=(
+                "reflectivity (maximum DBZH), dBZ; quality index in 'quality'; 130 MB a frame: "
+                "open with chunks='auto'"
+            ),
+            licence=_OPEN_LICENCE.format(who="EUMETNET OPERA"),
+            prefix="radar/OPERA/20241126/CIRRUS/",
+        ),
+        DatasetInfo(
+            name="mrms-20190610",
+            source="NOAA MRMS PrecipRate mosaic (United States), 2019-06-10 00:00-01:10 UTC",
+            format="mrms_grib2",
+            grid="7000 x 3500 cells, 0.01 degree latitude/longitude",
+            step="2 min",
+            frames=36,
+            quantity="precipitation (rain rate), mm h-1",
+            licence=_OPEN_LICENCE.format(who="NOAA NSSL MRMS"),
+            prefix="mrms/2019/06/10/",
+        ),
+        DatasetInfo(
+            name="fmi-geotiff-20160928",
+            source=(
+                "Finnish Meteorological Institute composite as GeoTIFF, 2016-09-28 14:45-15:10 UTC "
+                "(the first frames of fmi-20160928)"
+            ),
+            format="fmi_geotiff",
+            grid="4963 x 7316 cells, 250 m, ETRS89 / TM35FIN (EPSG:3067)",
+            step="5 min",
+            frames=6,
+            quantity="reflectivity, dBZ",
+            licence=_OPEN_LICENCE.format(who="Finnish Meteorological Institute"),
+            prefix="radar/fmi/geotiff/20160928/",
+        ),
     ]
 }
 
@@ -286,10 +356,13 @@ def open_dataset(name: str, *, chunks: Any = None) -> xr.Dataset:
     name : str
         ``"sample"`` (packaged, offline) or an event of :func:`list_datasets`:
         ``"mch-20150515"``, ``"mch-20160711"``, ``"fmi-20160928"``,
-        ``"knmi-20100826"``, ``"rmi-20210704"``.
+        ``"knmi-20100826"``, ``"rmi-20210704"``, ``"bom-20201031"``,
+        ``"opera-20180824"``, ``"opera-cirrus-20241126"``, ``"mrms-20190610"``,
+        ``"fmi-geotiff-20160928"``.
     chunks : optional
         ``None`` loads the values now; otherwise a dask-backed Dataset (see
-        :func:`xnowcast.io.open_radar`).
+        :func:`xnowcast.io.open_radar`; ``"auto"`` reads the large OPERA
+        CIRRUS frames in spatial chunks).
 
     Returns
     -------

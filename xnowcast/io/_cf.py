@@ -1,16 +1,19 @@
 """Shared CF assembly: per-file headers and decoded frames -> one CF-compliant Dataset.
 
-Every format module (``odim``, ``knmi``, ``fmi``, ``mch``) describes a file with
-a :class:`FrameInfo` (its time, its :class:`Grid`, which variable it holds and
+Every reader (see :mod:`xnowcast.io.protocol`) describes a file with a
+:class:`FrameInfo` (its time, its :class:`Grid`, which variable it holds and
 the attributes that go with it) and decodes its values with a ``read_data``
 function that returns a float32 array in the output units (NaN where missing).
 :func:`assemble` checks that the files agree and stacks them along ``time``,
-eagerly or lazily (one dask chunk per file).
+eagerly or lazily (:mod:`xnowcast.io._lazy`: one file per time chunk, spatial
+chunks when the reader can read windows).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 from xnowcast.errors import RadarFormatError, TimeAxisError
+from xnowcast.io._lazy import FrameStack, WindowReader, lazy_array, spatial_chunks
 
 __all__ = ["VARIABLES", "FrameInfo", "Grid", "assemble", "rate_from_accumulation_attrs"]
 
@@ -42,11 +46,13 @@ VARIABLES: dict[str, dict[str, str]] = {
 
 @dataclass(frozen=True)
 class Grid:
-    """A regular projected grid: cell centres ``x[i] = x0 + i * dx``, ``y[j] = y0 + j * dy``.
+    """A regular grid: cell centres ``x[i] = x0 + i * dx``, ``y[j] = y0 + j * dy``.
 
     ``y0`` is the northing of the file's first row and ``dy`` is signed: it is
     negative when rows run from north to south (the usual image order).
-    Lengths are metres.  ``crs`` holds the CF grid-mapping attributes.
+    Lengths are metres, or degrees when ``geographic`` (a latitude/longitude
+    grid: x is the longitude, y the latitude).  ``crs`` holds the CF
+    grid-mapping attributes (:func:`xnowcast.io._crs.cf_attributes`).
     """
 
     nx: int
@@ -56,6 +62,7 @@ class Grid:
     dx: float
     dy: float
     crs: dict[str, Any] = field(hash=False, compare=False)
+    geographic: bool = False
 
     @classmethod
     def from_upper_left_corner(
@@ -95,8 +102,27 @@ class Grid:
                     (self.dy, other.dy),
                 ]
             )
-            and self.crs.get("proj4_params") == other.crs.get("proj4_params")
+            and self.crs.get("crs_wkt") == other.crs.get("crs_wkt")
         )
+
+    def coordinate_attrs(self, axis: str) -> dict[str, str]:
+        """CF attributes of the ``x`` (``axis="X"``) or ``y`` (``"Y"``) coordinate."""
+        name = axis.lower()
+        if self.geographic:
+            long = "longitude" if axis == "X" else "latitude"
+            units = "degrees_east" if axis == "X" else "degrees_north"
+            return {
+                "standard_name": long,
+                "long_name": f"{long} (cell centre)",
+                "units": units,
+                "axis": axis,
+            }
+        return {
+            "standard_name": f"projection_{name}_coordinate",
+            "long_name": f"{name} coordinate of projection (cell centre)",
+            "units": "m",
+            "axis": axis,
+        }
 
 
 @dataclass(frozen=True)
@@ -116,6 +142,11 @@ class FrameInfo:
     global_attrs: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     #: Reader-private decoding parameters (never written to attributes).
     decode: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    #: More variables of the file (e.g. ``{"quality": {...CF attrs}}``), read with ``read_extra``.
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
+    #: Spatial chunks ``(rows, cols)`` for ``chunks="auto"`` (the file's storage chunks or a
+    #: multiple of them), when the reader reads windows.
+    storage_chunks: tuple[int, int] | None = None
 
 
 def rate_from_accumulation_attrs(minutes: float, source_units: str = "mm") -> dict[str, Any]:
@@ -175,11 +206,27 @@ def _crs_variable(grid: Grid) -> xr.DataArray:
     return xr.DataArray(np.int32(0), attrs=attrs)
 
 
+def _reader(read: Callable[..., np.ndarray], windowed: bool) -> WindowReader:
+    """``read(info, rows, cols)`` from a reader's ``read_window`` or its whole-frame ``read_data``."""
+    if windowed:
+        return read
+    return functools.partial(_whole_frame_then_window, read)
+
+
+def _whole_frame_then_window(
+    read: Callable[[FrameInfo], np.ndarray], info: FrameInfo, rows: slice, cols: slice
+) -> np.ndarray:
+    return read(info)[rows, cols]
+
+
 def assemble(
     infos: Sequence[FrameInfo],
     read_data: Callable[[FrameInfo], np.ndarray],
     *,
     chunks: Any = None,
+    read_window: WindowReader | None = None,
+    read_extra: Callable[[FrameInfo, str, slice, slice], np.ndarray] | None = None,
+    lock: Any = None,
 ) -> xr.Dataset:
     """Stack frames into one CF Dataset (dims ``time, y, x``), sorted by time.
 
@@ -191,8 +238,18 @@ def assemble(
         ``read_data(info) -> float32 array (ny, nx)`` in the variable's CF units.
     chunks : None, dict, int or "auto"
         ``None`` decodes every file now (numpy).  Anything else gives a lazy
-        dask array with one chunk per file, rechunked with ``chunks`` unless
-        it is an empty dict.
+        dask array with one file per time chunk: ``{}`` whole frames,
+        ``"auto"`` the files' storage chunks in space (readers with
+        ``read_window``), a dict's ``y``/``x`` sizes as spatial chunks; a
+        ``time`` size (or an int) then merges files into larger time chunks.
+    read_window : callable, optional
+        ``read_window(info, rows, cols)``: one window of a file, read without
+        decoding the rest (spatial chunks read only their part).
+    read_extra : callable, optional
+        ``read_extra(info, name, rows, cols)`` for the variables named in
+        ``info.extras`` (e.g. a quality field).
+    lock : lock, optional
+        Held while a file is decoded (the reader's ``LOCK``).
 
     Returns
     -------
@@ -205,53 +262,49 @@ def assemble(
     first = infos[0]
     grid = first.grid
     shape = (grid.ny, grid.nx)
-
-    if chunks is None:
-        frames = [_checked(read_data(info), info, shape) for info in infos]
-        values: Any = np.stack(frames) if frames else np.empty((0, *shape), np.float32)
-    else:
-        import dask
-        import dask.array as dsa
-
-        def _load(info: FrameInfo) -> np.ndarray:
-            return _checked(read_data(info), info, shape)
-
-        lazy = [
-            dsa.from_delayed(
-                dask.delayed(_load, pure=True)(info, dask_key_name=f"xnowcast-read-{info.path}"),
-                shape=shape,
-                dtype=np.float32,
+    windowed = read_window is not None
+    readers = {first.variable: _reader(read_window or read_data, windowed)}
+    for name in first.extras:
+        if read_extra is None:
+            raise RadarFormatError(f"{first.format}: a reader with extras needs read_extra")
+        readers[name] = functools.partial(_extra, read_extra, name)
+    variables = {}
+    for name, read in readers.items():
+        stack = FrameStack(infos, read, shape, lock)
+        if chunks is None:
+            values: Any = stack[:]
+        else:
+            sizes = spatial_chunks(
+                chunks, shape, first.storage_chunks, windowed or name != first.variable
             )
-            for info in infos
-        ]
-        values = dsa.stack(lazy)
+            from dask.base import tokenize
 
-    var_attrs = {**VARIABLES[first.variable], **first.var_attrs, "grid_mapping": "crs"}
+            files = [(info.path, str(info.time), os.stat(info.path).st_mtime_ns) for info in infos]
+            token = tokenize(name, files, sizes)
+            values = lazy_array(
+                stack,
+                sizes if (windowed or sizes == shape) else shape,
+                f"xnowcast-read-{name}-{token}",
+            )
+            if values.chunksize[1:] != sizes:
+                values = values.rechunk((1, *sizes))
+        attrs = (
+            {**VARIABLES[name], **first.var_attrs}
+            if name == first.variable
+            else dict(first.extras[name])
+        )
+        attrs["grid_mapping"] = "crs"
+        variables[name] = (("time", "y", "x"), values, attrs)
+    if first.extras:
+        variables[first.variable][2]["ancillary_variables"] = " ".join(first.extras)
+
     times = np.array([info.time for info in infos], dtype="datetime64[ns]")
     ds = xr.Dataset(
-        {first.variable: (("time", "y", "x"), values, var_attrs), "crs": _crs_variable(grid)},
+        {**variables, "crs": _crs_variable(grid)},
         coords={
             "time": ("time", times, {"standard_name": "time", "axis": "T", "long_name": "time"}),
-            "y": (
-                "y",
-                grid.y,
-                {
-                    "standard_name": "projection_y_coordinate",
-                    "long_name": "y coordinate of projection (cell centre)",
-                    "units": "m",
-                    "axis": "Y",
-                },
-            ),
-            "x": (
-                "x",
-                grid.x,
-                {
-                    "standard_name": "projection_x_coordinate",
-                    "long_name": "x coordinate of projection (cell centre)",
-                    "units": "m",
-                    "axis": "X",
-                },
-            ),
+            "y": ("y", grid.y, grid.coordinate_attrs("Y")),
+            "x": ("x", grid.x, grid.coordinate_attrs("X")),
         },
     )
     ds.time.encoding["units"] = "minutes since 1970-01-01 00:00:00"
@@ -267,14 +320,17 @@ def assemble(
             f"file(s): {names}"
         ),
     }
-    if chunks not in (None, {}):
-        ds = ds.chunk(chunks)
+    time_chunks = chunks.get("time") if isinstance(chunks, dict) else chunks
+    if chunks is not None and time_chunks not in (None, "auto", {}, 1):
+        ds = ds.chunk({"time": time_chunks})
     return ds
 
 
-def _checked(values: np.ndarray, info: FrameInfo, shape: tuple[int, int]) -> np.ndarray:
-    if values.shape != shape:
-        raise RadarFormatError(
-            f"{info.path}: decoded array has shape {values.shape}, its metadata says {shape}"
-        )
-    return values.astype(np.float32, copy=False)
+def _extra(
+    read_extra: Callable[[FrameInfo, str, slice, slice], np.ndarray],
+    name: str,
+    info: FrameInfo,
+    rows: slice,
+    cols: slice,
+) -> np.ndarray:
+    return read_extra(info, name, rows, cols)

@@ -31,7 +31,7 @@ import numpy as np
 
 from xnowcast.errors import RadarFormatError
 from xnowcast.io._cf import FrameInfo, Grid
-from xnowcast.io._proj import polar_stereographic
+from xnowcast.io._crs import cf_attributes, crs_from_proj4, project
 
 __all__ = ["read_data", "read_header", "sniff"]
 
@@ -108,35 +108,35 @@ def _grid(comments: dict[str, list[str]], nx: int, ny: int, path: Path) -> Grid:
     dy = _float(comments, "metersperpixel_y", path)
     lon = np.array([_float(comments, "bottomleft", path, 0), _float(comments, "topright", path, 0)])
     lat = np.array([_float(comments, "bottomleft", path, 1), _float(comments, "topright", path, 1)])
-    ux, uy = polar_stereographic(lon, lat, lon_0=lon_0, lat_ts=lat_ts, a=1.0)
-    radius_x = nx * dx / (ux[1] - ux[0])
-    radius_y = ny * dy / (uy[1] - uy[0])
+
+    def stereographic(radius: float) -> str:
+        return (
+            f"+proj=stere +lat_0=90 +lon_0={lon_0:g} +lat_ts={lat_ts:g} +R={radius:.0f} "
+            "+x_0=0 +y_0=0 +units=m +no_defs"
+        )
+
+    # on a sphere the projected lengths scale with the radius: solve it on a 1000 km one
+    ux, uy = project(crs_from_proj4(stereographic(1e6))[0], lon, lat)
+    radius_x = nx * dx / (ux[1] - ux[0]) * 1e6
+    radius_y = ny * dy / (uy[1] - uy[0]) * 1e6
     if not (6.3e6 < radius_x < 6.4e6) or abs(radius_x - radius_y) > 1e-5 * radius_x:
         raise RadarFormatError(
             f"{path}: corners and pixel size do not fit a spherical polar stereographic grid "
             f"(radius {radius_x:.1f} m from x, {radius_y:.1f} m from y)"
         )
     radius = float(round((radius_x + radius_y) / 2))
-    x, y = polar_stereographic(lon, lat, lon_0=lon_0, lat_ts=lat_ts, a=radius)
-    crs = {
-        "grid_mapping_name": "polar_stereographic",
-        "straight_vertical_longitude_from_pole": lon_0,
-        "latitude_of_projection_origin": 90.0,
-        "standard_parallel": lat_ts,
-        "false_easting": 0.0,
-        "false_northing": 0.0,
-        "earth_radius": radius,
-        "proj4_params": (
-            f"+proj=stere +lat_0=90 +lon_0={lon_0:g} +lat_ts={lat_ts:g} +R={radius:.0f} "
-            "+x_0=0 +y_0=0 +units=m +no_defs"
-        ),
-        "comment": (
+    crs, proj4 = crs_from_proj4(stereographic(radius))
+    x, y = project(crs, lon, lat)
+    attrs = cf_attributes(
+        crs,
+        proj4,
+        comment=(
             "earth radius solved from the grid corners (bottomleft, topright) and "
             "metersperpixel in the PGM header"
         ),
-    }
+    )
     return Grid.from_upper_left_corner(
-        nx=nx, ny=ny, left=float(x[0]), top=float(y[1]), dx=dx, dy=dy, crs=crs
+        nx=nx, ny=ny, left=float(x[0]), top=float(y[1]), dx=dx, dy=dy, crs=attrs
     )
 
 

@@ -31,25 +31,17 @@ import numpy as np
 
 from xnowcast.errors import RadarFormatError
 from xnowcast.io._cf import FrameInfo, Grid, rate_from_accumulation_attrs
-from xnowcast.io._proj import proj4_to_cf
+from xnowcast.io._crs import cf_attributes, crs_from_proj4
+from xnowcast.io._hdf5 import HDF5_SIGNATURE, LOCK, text
 
-__all__ = ["read_data", "read_header", "sniff"]
+__all__ = ["LOCK", "read_data", "read_header", "sniff"]
 
 FORMAT = "knmi_hdf5"
 
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _FORMULA = re.compile(
     r"GEO\s*=\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*\*\s*PV\s*([-+]\s*[0-9.]+(?:[eE][-+]?\d+)?)?"
 )
 _UNITS = {"KM": 1000.0, "M": 1.0}
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        value = value.reshape(-1)[0]
-    if isinstance(value, bytes | np.bytes_):
-        return value.decode("ascii", errors="replace").strip("\x00 ")
-    return str(value)
 
 
 def _number(value: Any) -> float:
@@ -58,7 +50,7 @@ def _number(value: Any) -> float:
 
 def sniff(path: Path, head: bytes) -> bool:
     """True for an HDF5 file with the KNMI ``image1``/``geographic``/``overview`` groups."""
-    if not head.startswith(_HDF5_SIGNATURE):
+    if not head.startswith(HDF5_SIGNATURE):
         return False
     try:
         with h5py.File(path, "r") as f:
@@ -76,7 +68,7 @@ def _parse_time(text: str, path: Path) -> dt.datetime:
 
 def _calibration(f: h5py.File, path: Path) -> tuple[float, float, list[int]]:
     cal = f["image1/calibration"].attrs
-    formula = _text(cal.get("calibration_formulas", b""))
+    formula = text(cal.get("calibration_formulas", b""))
     match = _FORMULA.search(formula)
     if match is None:
         raise RadarFormatError(f"{path}: cannot read the calibration formula {formula!r}")
@@ -94,16 +86,16 @@ def read_header(path: Path) -> FrameInfo:
     """Time, grid and variable of a KNMI HDF5 file, without reading its values."""
     with h5py.File(path, "r") as f:
         overview = f["overview"].attrs
-        end = _parse_time(_text(overview["product_datetime_end"]), path)
+        end = _parse_time(text(overview["product_datetime_end"]), path)
         start = (
-            _parse_time(_text(overview["product_datetime_start"]), path)
+            _parse_time(text(overview["product_datetime_start"]), path)
             if "product_datetime_start" in overview
             else None
         )
         image = f["image1"].attrs
-        parameter = _text(image.get("image_geo_parameter", b""))
+        parameter = text(image.get("image_geo_parameter", b""))
         geo = f["geographic"].attrs
-        unit_name = _text(geo.get("geo_dim_pixel", b"KM")).split(",")[0].upper()
+        unit_name = text(geo.get("geo_dim_pixel", b"KM")).split(",")[0].upper()
         if unit_name not in _UNITS:
             raise RadarFormatError(f"{path}: pixel unit {unit_name!r} is not KM or M")
         scale = _UNITS[unit_name]
@@ -111,20 +103,20 @@ def read_header(path: Path) -> FrameInfo:
         psx = _number(geo["geo_pixel_size_x"]) * scale
         psy = _number(geo["geo_pixel_size_y"]) * scale
         col0, row0 = _number(geo["geo_column_offset"]), _number(geo["geo_row_offset"])
-        proj4 = _text(f["geographic/map_projection"].attrs["projection_proj4_params"])
+        proj4 = text(f["geographic/map_projection"].attrs["projection_proj4_params"])
         shape = f["image1/image_data"].shape
         if shape != (ny, nx):
             raise RadarFormatError(f"{path}: image shape {shape} but metadata says {(ny, nx)}")
         gain, offset, codes = _calibration(f, path)
         radars = [
-            _text(f[name].attrs.get("radar_name", name.encode()))
+            text(f[name].attrs.get("radar_name", name.encode()))
             for name in sorted(f)
             if re.fullmatch(r"radar\d+", name)
         ]
-        product = _text(image.get("image_product_name", b""))
-        group = _text(overview.get("product_group_name", b""))
+        product = text(image.get("image_product_name", b""))
+        group = text(overview.get("product_group_name", b""))
 
-    crs = proj4_to_cf(proj4, length_unit="km" if scale == 1000.0 else "m")
+    crs = cf_attributes(*crs_from_proj4(proj4, length_unit="km" if scale == 1000.0 else "m"))
     grid = Grid(
         nx=nx,
         ny=ny,

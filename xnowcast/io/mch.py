@@ -32,7 +32,7 @@ from PIL import Image
 
 from xnowcast.errors import RadarFormatError
 from xnowcast.io._cf import FrameInfo, Grid, rate_from_accumulation_attrs
-from xnowcast.io._proj import proj4_to_cf
+from xnowcast.io._crs import cf_attributes, crs_from_proj4
 
 __all__ = ["CCS4_PROJ4", "amount_lut", "read_data", "read_header", "sniff"]
 
@@ -127,8 +127,10 @@ def read_header(path: Path) -> FrameInfo:
             f"{path}: expected a {CCS4_GRID['nx']} x {CCS4_GRID['ny']} palette GIF "
             f"(the CCS4 domain), got mode {mode} size {nx} x {ny}"
         )
-    crs = proj4_to_cf(CCS4_PROJ4)
-    crs["comment"] = "Swiss CH1903 / LV03 (EPSG:21781); CCS4 radar domain of MeteoSwiss"
+    crs = cf_attributes(
+        *crs_from_proj4(CCS4_PROJ4),
+        comment="Swiss CH1903 / LV03 (EPSG:21781); CCS4 radar domain of MeteoSwiss",
+    )
     grid = Grid.from_upper_left_corner(
         nx=nx,
         ny=ny,

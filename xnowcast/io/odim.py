@@ -1,4 +1,4 @@
-"""ODIM HDF5 composites (the OPERA / EUMETNET information model, e.g. RMI's QPE).
+"""ODIM HDF5 composites (the OPERA / EUMETNET information model: OPERA, RMI's QPE, ...).
 
 Decoded from the ODIM_H5 specification (Michelson et al., *EUMETNET OPERA
 weather radar information model for implementation with the HDF5 file format*,
@@ -18,6 +18,18 @@ version 2.2+):
 Files whose data are already floating point with NaN for no data (RMI's QPE)
 carry no ``gain``/``offset``/``nodata``; NaN then stays missing and 0 means
 observed without rain.
+
+Quantities: ``RATE`` (mm h-1) and ``ACRR`` (an accumulation in mm over
+``startdate/starttime``-``enddate/endtime``, returned as the mean rain rate
+over that interval) become ``precipitation``; ``DBZH``/``TH`` (dBZ) become
+``reflectivity``, whose ``undetect`` (observed, no echo) is set to
+:data:`UNDETECT_DBZ` (-32 dBZ, the floor of the OPERA reflectivity scale and of
+FMI's: a rain rate of about 1e-4 mm h-1) rather than 0 dBZ, which would be an
+echo.  A quality field (a ``QIND`` dataset, as in the 2 km OPERA composite, or
+a ``quality1`` group under the data, as in the CIRRUS composite) becomes the
+variable ``quality`` (0-1; its ``nodata`` and ``undetect`` -> NaN).  Projections
+(``projdef``, any that PROJ knows, e.g. OPERA's Lambert azimuthal equal area)
+go through pyproj.  Windows are read from the HDF5 chunks alone.
 """
 
 from __future__ import annotations
@@ -30,40 +42,38 @@ import h5py
 import numpy as np
 
 from xnowcast.errors import RadarFormatError
-from xnowcast.io._cf import FrameInfo, Grid
-from xnowcast.io._proj import (
-    ELLIPSOIDS,
-    lambert_conformal_conic,
-    parse_proj4,
-    polar_stereographic,
-    proj4_to_cf,
-)
+from xnowcast.io._cf import FrameInfo, Grid, rate_from_accumulation_attrs
+from xnowcast.io._crs import cf_attributes, crs_from_proj4, project
+from xnowcast.io._hdf5 import HDF5_SIGNATURE, LOCK, text
 
-__all__ = ["read_data", "read_header", "sniff"]
+__all__ = ["LOCK", "read_data", "read_extra", "read_header", "read_window", "sniff"]
 
 FORMAT = "odim_hdf5"
 
 #: ODIM quantities this reader decodes, in order of preference, with the variable they become.
-QUANTITIES: dict[str, str] = {"RATE": "precipitation", "DBZH": "reflectivity", "TH": "reflectivity"}
-
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        value = value.reshape(-1)[0]
-    if isinstance(value, bytes | np.bytes_):
-        return value.decode("ascii", errors="replace").strip("\x00 ")
-    return str(value)
+QUANTITIES: dict[str, str] = {
+    "RATE": "precipitation",
+    "ACRR": "precipitation",
+    "DBZH": "reflectivity",
+    "TH": "reflectivity",
+}
+#: Reflectivity given to ``undetect`` pixels (observed, no echo).
+UNDETECT_DBZ = -32.0
+#: CF attributes of the quality field.
+QUALITY_ATTRS = {
+    "long_name": "quality index of the composite (0 worst, 1 best)",
+    "units": "1",
+    "valid_range": [0.0, 1.0],
+}
 
 
 def sniff(path: Path, head: bytes) -> bool:
     """True for an HDF5 file whose root ``Conventions`` attribute says ``ODIM_H5``."""
-    if not head.startswith(_HDF5_SIGNATURE):
+    if not head.startswith(HDF5_SIGNATURE):
         return False
     try:
         with h5py.File(path, "r") as f:
-            return _text(f.attrs.get("Conventions", b"")).startswith("ODIM_H5")
+            return text(f.attrs.get("Conventions", b"")).startswith("ODIM_H5")
     except OSError:
         return False
 
@@ -95,7 +105,7 @@ def _select(f: h5py.File, path: Path) -> tuple[str, str, str]:
     found: dict[str, tuple[str, str]] = {}
     for dataset in _numbered(f, "dataset"):
         for data in _numbered(f[dataset], "data"):
-            qty = _text(_what(f, dataset, data).get("quantity", b""))
+            qty = text(_what(f, dataset, data).get("quantity", b""))
             found.setdefault(qty, (dataset, data))
     for qty in QUANTITIES:
         if qty in found:
@@ -106,60 +116,55 @@ def _select(f: h5py.File, path: Path) -> tuple[str, str, str]:
     )
 
 
-def _corner(where: dict[str, Any], proj4: str, path: Path) -> tuple[float, float]:
-    """Projected outer upper-left corner (m)."""
+def _corner(where: dict[str, Any], crs: Any, path: Path) -> tuple[float, float]:
+    """Projected outer upper-left corner (m): ``UL_x``/``UL_y``, else ``UL_lon``/``UL_lat`` projected."""
     if "UL_x" in where and "UL_y" in where:
         return float(where["UL_x"]), float(where["UL_y"])
     if "UL_lon" not in where or "UL_lat" not in where:
         raise RadarFormatError(f"{path}: no UL_x/UL_y nor UL_lon/UL_lat in the where groups")
-    p = parse_proj4(proj4)
-    cf = proj4_to_cf(proj4)
-    a = float(cf.get("semi_major_axis", cf.get("earth_radius", ELLIPSOIDS["WGS84"][0])))
-    rf = cf.get("inverse_flattening")
-    if rf is None and "semi_minor_axis" in cf:
-        rf = a / (a - float(cf["semi_minor_axis"]))
-    lon, lat = float(where["UL_lon"]), float(where["UL_lat"])
-    fe, fn = float(cf["false_easting"]), float(cf["false_northing"])
-    if cf["grid_mapping_name"] == "lambert_conformal_conic":
-        x, y = lambert_conformal_conic(
-            lon,
-            lat,
-            lat_1=float(p["lat_1"]),
-            lat_2=float(p.get("lat_2") or p["lat_1"]),
-            lat_0=float(cf["latitude_of_projection_origin"]),
-            lon_0=float(cf["longitude_of_central_meridian"]),
-            a=a,
-            rf=rf,
-            false_easting=fe,
-            false_northing=fn,
-        )
-    elif cf["grid_mapping_name"] == "polar_stereographic" and "standard_parallel" in cf:
-        if float(cf["latitude_of_projection_origin"]) != 90.0:
-            raise RadarFormatError(f"{path}: south polar grids need UL_x/UL_y")
-        x, y = polar_stereographic(
-            lon,
-            lat,
-            lon_0=float(cf["straight_vertical_longitude_from_pole"]),
-            lat_ts=float(cf["standard_parallel"]),
-            a=a,
-            rf=rf,
-            false_easting=fe,
-            false_northing=fn,
-        )
-    else:
-        raise RadarFormatError(
-            f"{path}: the grid corner is given only in longitude/latitude and the projection "
-            f"{cf['grid_mapping_name']} is not one xnowcast can project (lcc, polar stereographic)"
-        )
+    x, y = project(crs, float(where["UL_lon"]), float(where["UL_lat"]))
     return float(x), float(y)
 
 
+def _quality(f: h5py.File, dataset: str, data: str) -> str | None:
+    """HDF5 path of the quality field that goes with ``dataset/data``, if any."""
+    group = f[f"{dataset}/{data}"]
+    for name in _numbered(group, "quality"):
+        if "data" in group[name]:
+            return f"/{dataset}/{data}/{name}"
+    for other in _numbered(f, "dataset"):
+        for sub in _numbered(f[other], "data"):
+            if text(_what(f, other, sub).get("quantity", b"")) == "QIND":
+                if f[f"{other}/{sub}/data"].shape == group["data"].shape:
+                    return f"/{other}/{sub}"
+    return None
+
+
+def _interval_minutes(what: dict[str, Any], path: Path) -> float:
+    try:
+        start = _stamp(what["startdate"], what["starttime"])
+        end = _stamp(what["enddate"], what["endtime"])
+    except (KeyError, ValueError) as err:
+        raise RadarFormatError(f"{path}: ACRR without a valid start and end date/time") from err
+    minutes = float((end - start) / np.timedelta64(1, "m"))
+    if not minutes > 0:
+        raise RadarFormatError(f"{path}: ACRR accumulation interval of {minutes} minutes")
+    return minutes
+
+
+def _stamp(date: Any, time: Any) -> np.datetime64:
+    stamp = text(date) + text(time)
+    return np.datetime64(
+        f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[8:10]}:{stamp[10:12]}:{stamp[12:14]}", "ns"
+    )
+
+
 def _institution(what: dict[str, Any], how: dict[str, Any]) -> str:
-    source = _text(what.get("source", b""))
+    source = text(what.get("source", b""))
     fields = dict(item.split(":", 1) for item in source.split(",") if ":" in item)
     if "ORG" in fields:
         return f"WMO originating centre {fields['ORG']}"
-    if _text(how.get("software", b"")).lower().startswith("rmiradlib"):
+    if text(how.get("software", b"")).lower().startswith("rmiradlib"):
         return "Royal Meteorological Institute of Belgium (RMI)"
     return f"unknown (ODIM what/source: {source})"
 
@@ -172,41 +177,51 @@ def read_header(path: Path) -> FrameInfo:
         how = dict(f["how"].attrs) if "how" in f else {}
         where = _where(f, dataset)
         try:
-            stamp = _text(root_what["date"]) + _text(root_what["time"])
-            time = np.datetime64(
-                f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[8:10]}:{stamp[10:12]}:{stamp[12:14]}",
-                "ns",
-            )
+            time = _stamp(root_what["date"], root_what["time"])
         except (KeyError, ValueError) as err:
             raise RadarFormatError(f"{path}: no valid /what/date and /what/time") from err
         try:
-            proj4 = _text(where["projdef"])
+            proj4 = text(where["projdef"])
             nx, ny = int(where["xsize"]), int(where["ysize"])
             dx, dy = float(where["xscale"]), float(where["yscale"])
         except KeyError as err:
             raise RadarFormatError(f"{path}: ODIM where group lacks {err}") from err
-        shape = f[f"{dataset}/{data}/data"].shape
+        field = f[f"{dataset}/{data}/data"]
+        shape, storage = field.shape, field.chunks
         if shape != (ny, nx):
             raise RadarFormatError(f"{path}: data shape {shape} but where says {(ny, nx)}")
-        crs = proj4_to_cf(proj4)
-        left, top = _corner(where, proj4, path)
+        crs, proj4_metres = crs_from_proj4(proj4)
+        left, top = _corner(where, crs, path)
+        quality = _quality(f, dataset, data)
+        what = _what(f, dataset, data)
         product = (
-            _text(f[f"{dataset}/what"].attrs.get("product", b""))
-            if (f"{dataset}/what" in f)
-            else ""
+            text(f[f"{dataset}/what"].attrs.get("product", b"")) if (f"{dataset}/what" in f) else ""
         )
         var_attrs: dict[str, Any] = {"odim_quantity": qty, "odim_path": f"/{dataset}/{data}"}
-        decode = {"dataset": dataset, "data": data}
+        decode: dict[str, Any] = {"dataset": dataset, "data": data, "quality": quality}
+        if qty == "ACRR":
+            minutes = _interval_minutes(what, path)
+            decode["minutes"] = minutes
+            var_attrs.update(rate_from_accumulation_attrs(minutes, "mm"))
+        elif QUANTITIES[qty] == "reflectivity" and "undetect" in what:
+            var_attrs["comment"] = (
+                f"ODIM undetect (observed, no echo) set to {UNDETECT_DBZ:g} dBZ; nodata -> NaN"
+            )
         global_attrs = {
             "institution": _institution(root_what, how),
             "source": (
-                f"ODIM_H5 {_text(root_what.get('object', b'COMP'))} product {product or 'unknown'}"
-                f" ({_text(how.get('software', b'unknown software'))}); radars: "
-                f"{_text(how.get('nodes', root_what.get('source', b'unknown')))}"
+                f"ODIM_H5 {text(root_what.get('object', b'COMP'))} product {product or 'unknown'}"
+                f" ({text(how.get('software', b'unknown software'))}); radars: "
+                f"{text(how.get('nodes', root_what.get('source', b'unknown')))}"
             ),
             "title": f"radar composite, ODIM quantity {qty}",
         }
-    grid = Grid.from_upper_left_corner(nx=nx, ny=ny, left=left, top=top, dx=dx, dy=dy, crs=crs)
+    grid = Grid.from_upper_left_corner(
+        nx=nx, ny=ny, left=left, top=top, dx=dx, dy=dy, crs=cf_attributes(crs, proj4_metres)
+    )
+    extras = {}
+    if quality:
+        extras["quality"] = {**QUALITY_ATTRS, "odim_path": quality}
     return FrameInfo(
         path=str(path),
         format=FORMAT,
@@ -216,21 +231,59 @@ def read_header(path: Path) -> FrameInfo:
         var_attrs=var_attrs,
         global_attrs=global_attrs,
         decode=decode,
+        extras=extras,
+        storage_chunks=tuple(storage) if storage else None,
     )
+
+
+def _decode(raw: np.ndarray, what: dict[str, Any], undetect_value: float | None) -> np.ndarray:
+    """``offset + gain * raw``; ``nodata`` -> NaN, ``undetect`` -> ``undetect_value``.
+
+    Computed in float64, in place when ``raw`` is already float64 (a fresh read:
+    CIRRUS frames are 130 MB), so a frame costs one float64 copy, not three.
+    """
+    nodata = raw == what["nodata"] if "nodata" in what else None
+    undetect = (
+        raw == what["undetect"] if "undetect" in what and undetect_value is not None else None
+    )
+    values = raw.astype(np.float64, copy=False)
+    values *= float(what.get("gain", 1.0))
+    values += float(what.get("offset", 0.0))
+    if nodata is not None:
+        values[nodata] = np.nan
+    if undetect is not None:
+        values[undetect] = undetect_value
+    return values
+
+
+def read_window(info: FrameInfo, rows: slice, cols: slice) -> np.ndarray:
+    """Decoded window of the field (float32, NaN where missing); reads only its HDF5 chunks."""
+    dataset, data = info.decode["dataset"], info.decode["data"]
+    with h5py.File(info.path, "r") as f:
+        raw = f[f"{dataset}/{data}/data"][rows, cols]
+        what = _what(f, dataset, data)
+    undetect = 0.0 if info.variable == "precipitation" else UNDETECT_DBZ
+    values = _decode(raw, what, undetect)
+    if "minutes" in info.decode:
+        values *= 60.0 / info.decode["minutes"]
+    return values.astype(np.float32)
 
 
 def read_data(info: FrameInfo) -> np.ndarray:
     """Decoded field of the file described by ``info`` (float32, NaN where missing)."""
-    path = info.path
-    dataset, data = info.decode["dataset"], info.decode["data"]
-    with h5py.File(path, "r") as f:
-        raw = f[f"{dataset}/{data}/data"][...]
-        what = _what(f, dataset, data)
-    gain = float(what.get("gain", 1.0))
-    offset = float(what.get("offset", 0.0))
-    values = raw.astype(np.float64) * gain + offset
-    if "nodata" in what:
-        values[raw == what["nodata"]] = np.nan
-    if "undetect" in what and info.variable == "precipitation":
-        values[raw == what["undetect"]] = 0.0
+    return read_window(info, slice(None), slice(None))
+
+
+def read_extra(info: FrameInfo, name: str, rows: slice, cols: slice) -> np.ndarray:
+    """The window of the quality field (``name="quality"``; float32, NaN where none)."""
+    if name != "quality" or not info.decode.get("quality"):
+        raise RadarFormatError(f"{info.path}: no {name!r} field")
+    path = info.decode["quality"]
+    with h5py.File(info.path, "r") as f:
+        raw = f[f"{path}/data"][rows, cols]
+        what: dict[str, Any] = {}
+        for group in (f"{path.rsplit('/', 1)[0]}/what", f"{path}/what"):
+            if group in f:
+                what.update(f[group].attrs)
+    values = _decode(raw, what, np.nan)
     return values.astype(np.float32)
