@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 
 from xnowcast import conventions as cv
+from xnowcast.cf_output import without_coordinate_fill
 from xnowcast.checks import check_precipitation_values
 from xnowcast.errors import ModelError, TimeAxisError
 from xnowcast.fields import (
@@ -90,6 +91,7 @@ def _input_step(da: xr.DataArray, time_dim: str) -> np.timedelta64:
     times = da[time_dim].values
     if not np.issubdtype(times.dtype, np.datetime64):
         return cv.time_step(da, time_dim)  # raises the clear error
+    cv.check_time_jitter(times, time_dim)  # a time a few seconds off: named, with the fix
     if times.size < 2:
         raise TimeAxisError(
             f"A single time ({times.size} frame) gives no time step: nowcasting needs "
@@ -307,4 +309,4 @@ def nowcast(
         out = out.isel({cv.INIT_TIME: 0})
     line = f"xnowcast {package_version()}: {spec.name} nowcast, {steps} steps, {members} member(s)"
     out.attrs = output_attrs(da, spec, weights, line, src_units)
-    return out
+    return without_coordinate_fill(out)

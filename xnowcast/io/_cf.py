@@ -267,6 +267,8 @@ def assemble(
             f"file(s): {names}"
         ),
     }
+    # the grid mapping is a coordinate, so that ds["precipitation"] keeps it (CF 5.6)
+    ds = ds.set_coords("crs")
     if chunks not in (None, {}):
         ds = ds.chunk(chunks)
     return ds
