@@ -1,6 +1,9 @@
 """The ``xnowcast`` command: a thin layer over :mod:`xnowcast.api`.
 
-Errors a user can fix are printed as one line on stderr with exit code 2.
+Errors a user can fix are printed as one line on stderr with exit code 2.  Output
+files are CF-1.10 (:func:`xnowcast.to_cf_dataset`) and written whole or not at all
+(:mod:`xnowcast.atomic_write`): ``-o`` is checked before any model runs, and Ctrl-C
+(exit code 130) or a failed write (exit code 1) leaves the previous file as it was.
 """
 
 from __future__ import annotations
