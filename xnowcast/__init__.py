@@ -14,6 +14,7 @@ from importlib.metadata import version as _version
 
 from xnowcast import accessors as _accessors  # noqa: F401  (registers .nowcast/.downscale)
 from xnowcast.api import downscale, nowcast, verify
+from xnowcast.cf_output import to_cf_dataset
 from xnowcast.datasets import list_datasets, open_dataset
 from xnowcast.errors import (
     CoordinateError,
@@ -58,5 +59,6 @@ __all__ = [
     "open_dataset",
     "open_radar",
     "set_options",
+    "to_cf_dataset",
     "verify",
 ]

@@ -26,8 +26,18 @@ def verify(
 ) -> xr.Dataset:
     """Score a forecast against observations; see :func:`xnowcast.verification.verify`.
 
-    (xskillscore is imported on first use, which keeps ``import xnowcast`` fast.)
+    The scores carry the institution, references and licence of the forecast and the
+    observations.  (xskillscore is imported on first use, which keeps ``import xnowcast``
+    fast.)
     """
+    from xnowcast.cf_output import place_grid_mappings, scores_attrs, without_coordinate_fill
+    from xnowcast.conventions import find_axes, find_precipitation
+    from xnowcast.fields import package_version
     from xnowcast.verification import verify as _verify
 
-    return _verify(forecast, observations, metrics=metrics, **kwargs)
+    scores = _verify(forecast, observations, metrics=metrics, **kwargs)
+    field = find_precipitation(forecast, kwargs.get("var"))
+    axes = find_axes(field, require_time=False)
+    scores = without_coordinate_fill(place_grid_mappings(scores, {axes.y, axes.x}))
+    scores.attrs = scores_attrs(scores.attrs, forecast, observations, version=package_version())
+    return scores

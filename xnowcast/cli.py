@@ -1,16 +1,22 @@
 """The ``xnowcast`` command: a thin layer over :mod:`xnowcast.api`.
 
-Errors a user can fix are printed as one line on stderr with exit code 2.
+Errors a user can fix are printed as one line on stderr with exit code 2.  Output
+files are CF-1.10 (:func:`xnowcast.to_cf_dataset`) and written whole or not at all
+(:mod:`xnowcast.atomic_write`): ``-o`` is checked before any model runs, and Ctrl-C
+(exit code 130) or a failed write (exit code 1) leaves the previous file as it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from xnowcast.atomic_write import AtomicOutput, OutputPathError
 
 __all__ = ["build_parser", "main"]
 
@@ -24,12 +30,13 @@ def _open(path: str, var: str | None = None) -> Any:
     import xarray as xr
 
     import xnowcast
+    from xnowcast.cf_output import grid_mappings_as_coords
 
     p = Path(path)
     if p.suffix == ".zarr" or (p.is_dir() and (p / ".zmetadata").exists()):
-        return xr.open_zarr(p)
+        return grid_mappings_as_coords(xr.open_zarr(p))
     if p.suffix in (".nc", ".nc4", ".netcdf") and p.exists():
-        return xr.open_dataset(p)
+        return grid_mappings_as_coords(xr.open_dataset(p))
     if any(ch in path for ch in "*?[") or p.exists():
         return xnowcast.open_radar(path)
     if path in {d["name"] for d in xnowcast.list_datasets()}:
@@ -39,15 +46,17 @@ def _open(path: str, var: str | None = None) -> Any:
     )
 
 
-def _write(obj: Any, path: str) -> None:
-    import xarray as xr
+def _write(obj: Any, output: AtomicOutput) -> None:
+    """Write ``obj`` as a CF file into the output's temporary, then put it in place."""
+    from xnowcast.cf_output import to_cf_dataset
 
-    out = obj.to_dataset(name=obj.name or "precipitation") if isinstance(obj, xr.DataArray) else obj
-    if str(path).endswith(".zarr"):
-        out.to_zarr(path, mode="w")
+    out = to_cf_dataset(obj)
+    if output.target.suffix == ".zarr":
+        out.to_zarr(output.temporary, mode="w")
     else:
-        out.to_netcdf(path)
-    print(f"wrote {path}")
+        out.to_netcdf(output.temporary)
+    output.commit()
+    print(f"wrote {output.target}")
 
 
 def _add_check_values(parser: argparse.ArgumentParser) -> None:
@@ -76,8 +85,9 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         weights=args.weights,
         on_missing=args.on_missing,
         check_values=args.check_values,
+        units=args.units,
     )
-    _write(fc, args.output)
+    _write(fc, args.atomic_output)
 
 
 def _cmd_downscale(args: argparse.Namespace) -> None:
@@ -93,8 +103,9 @@ def _cmd_downscale(args: argparse.Namespace) -> None:
         device=args.device,
         weights=args.weights,
         check_values=args.check_values,
+        units=args.units,
     )
-    _write(fine, args.output)
+    _write(fine, args.atomic_output)
 
 
 def _cmd_verify(args: argparse.Namespace) -> None:
@@ -106,8 +117,8 @@ def _cmd_verify(args: argparse.Namespace) -> None:
         fc, obs, metrics=args.metrics, thresholds=args.thresholds, var=args.var
     )
     print(scores.to_dataframe().to_string() if scores.sizes else scores)
-    if args.output:
-        _write(scores, args.output)
+    if args.atomic_output is not None:
+        _write(scores, args.atomic_output)
 
 
 def _cmd_datasets(args: argparse.Namespace) -> None:
@@ -151,6 +162,9 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.out), members=args.members, progress=not args.quiet)
 
 
+_UNITS_HELP = "units of the input when its units attribute is missing or wrong (e.g. 'mm/h')"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``xnowcast`` command."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -189,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-time", nargs="+", default=None, help="initialisation time(s); default: the last"
     )
     p.add_argument("--var", default=None, help="variable name in the input Dataset")
+    p.add_argument("--units", default=None, help=_UNITS_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument(
@@ -217,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-factor", type=int, default=2)
     p.add_argument("--model", default="auto")
     p.add_argument("--var", default=None)
+    p.add_argument("--units", default=None, help=_UNITS_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--weights", default="default")
     _add_check_values(p)
@@ -295,12 +311,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
-    except (UsageError, XnowcastError, FileNotFoundError, ValueError) as err:
-        message = " ".join(str(err).split())
-        print(f"xnowcast {args.command}: error: {message}", file=sys.stderr)
+        # the output path is checked, and its temporary made, before any model runs;
+        # any failure (Ctrl-C included) removes the temporary and keeps the old file
+        output = getattr(args, "output", None)
+        args.atomic_output = None if output is None else AtomicOutput(output)
+        with args.atomic_output or contextlib.nullcontext():
+            args.func(args)
+    except KeyboardInterrupt:
+        kept = (
+            f"; {args.output} was not written or changed" if getattr(args, "output", None) else ""
+        )
+        print(f"xnowcast {args.command}: interrupted{kept}", file=sys.stderr)
+        return 130
+    except (UsageError, XnowcastError, OutputPathError, FileNotFoundError, ValueError) as err:
+        print(f"xnowcast {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:  # a failure while writing: the previous output is intact
+        print(f"xnowcast {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

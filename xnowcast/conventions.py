@@ -26,6 +26,8 @@ __all__ = [
     "Axes",
     "append_history",
     "check_regular_grid",
+    "check_time_jitter",
+    "check_time_values",
     "find_axes",
     "find_precipitation",
     "flip_axes",
@@ -189,6 +191,7 @@ def time_step(da: xr.DataArray, time_dim: str | None = None) -> np.timedelta64:
             f"The time dim {dim!r} has no coordinate values: assign them with "
             f"da.assign_coords({dim}=...)."
         )
+    check_time_values(da, dim)
     times = da[dim].values
     if times.dtype == object and times.size and hasattr(times.flat[0], "calendar"):
         raise TimeAxisError(
@@ -212,6 +215,7 @@ def time_step(da: xr.DataArray, time_dim: str | None = None) -> np.timedelta64:
         )
     if np.any(diffs < zero):
         raise TimeAxisError(f"The time axis is not increasing: sort it with da.sortby('{dim}').")
+    check_time_jitter(times, dim)
     step = np.min(diffs)
     irregular = np.nonzero(diffs != step)[0]
     if irregular.size:
@@ -221,6 +225,78 @@ def time_step(da: xr.DataArray, time_dim: str | None = None) -> np.timedelta64:
             f"differ, e.g. {gaps}. Select a gap-free period or resample/reindex to a regular step."
         )
     return step.astype("timedelta64[ns]")
+
+
+def check_time_values(da: xr.DataArray, dim: str) -> None:
+    """Refuse timezone-aware times with the recipe that makes them naive UTC.
+
+    Raises
+    ------
+    TimeAxisError
+        When the time coordinate holds timezone-aware times (pandas ``datetime64[ns, tz]``
+        or tz-aware ``datetime`` objects): numpy datetimes, as CF and xnowcast use, are UTC
+        without a timezone.
+    """
+    tz = getattr(da[dim].dtype, "tz", None)
+    if tz is None and da[dim].dtype == object and da[dim].size:
+        tz = getattr(da[dim].values.flat[0], "tzinfo", None)
+    if tz is not None:
+        raise TimeAxisError(
+            f"The time coordinate {dim!r} holds timezone-aware times ({tz}): convert to UTC "
+            f"and drop the tz (e.g. da = da.assign_coords({dim}=da.indexes[{dim!r}]"
+            ".tz_convert('UTC').tz_localize(None)))."
+        )
+
+
+def check_time_jitter(times: np.ndarray, dim: str) -> None:
+    """Name the times that are off the regular grid of the others by a fraction of a step.
+
+    The step is the most common interval; a time whose offset from the first time is not
+    a whole number of steps (while most times' offsets are) is off the grid.  Whole
+    missing steps (gaps) are not jitter and pass.
+
+    Raises
+    ------
+    TimeAxisError
+        Naming each time that is off (up to five) and by how much, and how to round them.
+    """
+    times = np.asarray(times).astype("datetime64[ns]")
+    if times.size < 3:
+        return
+    diffs = np.diff(times).astype(np.int64)
+    if np.any(diffs <= 0):
+        return  # duplicates / disorder: their own messages
+    values, counts = np.unique(diffs, return_counts=True)
+    step = int(values[np.argmax(counts)])
+    residues = (times - times[0]).astype(np.int64) % step
+    if not np.any(residues):
+        return
+    values, counts = np.unique(residues, return_counts=True)
+    grid = int(values[np.argmax(counts)])
+    offsets = (residues - grid + step // 2) % step - step // 2
+    off = np.nonzero(offsets)[0]
+    if off.size == 0 or off.size * 2 > times.size:
+        return  # no single grid most times sit on: an irregular axis, not jitter
+    step_text = _minutes(np.timedelta64(step, "ns"))
+    shown = [
+        f"{_fmt_time(times[i])} is {_duration(abs(int(offsets[i])))} "
+        f"{'late' if offsets[i] > 0 else 'early'}"
+        for i in off[:5]
+    ]
+    freq = f"{step // 60_000_000_000}min" if step % 60_000_000_000 == 0 else f"{step}ns"
+    raise TimeAxisError(
+        f"Irregular time axis: {off.size} time(s) are off the regular {step_text} grid of "
+        "the others: "
+        f"{'; '.join(shown)}. Round the times to the step, e.g. "
+        f"da = da.assign_coords({dim}=da['{dim}'].dt.round('{freq}')), or drop them."
+    )
+
+
+def _duration(ns: int) -> str:
+    seconds = ns / 1e9
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 
 
 def _minutes(step: np.timedelta64) -> str:
@@ -323,5 +399,5 @@ def forecast_coord_attrs() -> dict[str, dict[str, str]]:
         LEAD_TIME: {"standard_name": "forecast_period", "long_name": "lead time"},
         INIT_TIME: {"standard_name": "forecast_reference_time", "long_name": "initialisation time"},
         VALID_TIME: {"standard_name": "time", "long_name": "valid time"},
-        MEMBER: {"standard_name": "realization", "long_name": "ensemble member"},
+        MEMBER: {"standard_name": "realization", "long_name": "ensemble member", "units": "1"},
     }

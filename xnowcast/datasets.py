@@ -13,7 +13,9 @@ Environment variables (read at each call, never at import):
 
 ``XNOWCAST_DATA_URL``
     Base URL replacing the upstream one (a mirror or a local server); the
-    registry paths (``radar/...``) are appended to it.
+    registry paths (``radar/...``) are appended to it.  A ``file://`` URL or a
+    plain folder path names a local mirror: its files are copied, then checked
+    against their sha256 like downloads.
 ``XNOWCAST_CACHE_DIR``
     Cache folder (default: ``pooch.os_cache("xnowcast")``).
 
@@ -25,6 +27,7 @@ needs no network.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -327,21 +330,69 @@ def fetch(
     outside = sorted(set(wanted) - set(every))
     if outside:
         raise DatasetError(f"{outside[0]!r} is not a file of {name!r}; see registry_files()")
-    fetcher = pooch.create(
-        path=cache_dir(), base_url=_base_url(), registry=_registry(), retry_if_failed=1
-    )
+    base = _base_url()
+    fetcher = pooch.create(path=cache_dir(), base_url=base, registry=_registry(), retry_if_failed=1)
     show = _progressbar() if progressbar is None else progressbar
+    local = _local_folder(base)
+    if local is not None and not local.is_dir():
+        raise DatasetError(
+            f"XNOWCAST_DATA_URL={base!r} names the local mirror folder {str(local)!r}, which "
+            "does not exist: point it at the folder holding the events' files (e.g. "
+            "file:///data/pysteps-data/), or unset it to download."
+        )
     paths = []
     for path in sorted(wanted):
         try:
-            paths.append(Path(fetcher.fetch(path, progressbar=show)))
-        except ValueError as err:  # pooch's hash mismatch
+            if local is not None:
+                paths.append(Path(fetcher.fetch(path, downloader=_copy_from(local, base))))
+            else:
+                paths.append(Path(fetcher.fetch(path, progressbar=show)))
+        except DatasetError:
+            raise
+        except ValueError as err:
+            if "hash" in str(err).lower():  # pooch's hash mismatch
+                raise DatasetError(
+                    f"{path} from {base} failed its sha256 check and was discarded: {err}"
+                ) from err
             raise DatasetError(
-                f"{path} from {_base_url()} failed its sha256 check and was discarded: {err}"
+                f"could not fetch {path} from {base}: {str(err).rstrip('.')}. "
+                "XNOWCAST_DATA_URL must be an "
+                "http(s)/ftp URL, a file:// URL or the path of a local mirror folder."
             ) from err
         except OSError as err:  # requests' errors subclass OSError
-            raise DatasetError(f"could not fetch {path} from {_base_url()}: {err}") from err
+            raise DatasetError(f"could not fetch {path} from {base}: {err}") from err
     return paths
+
+
+def _local_folder(base_url: str) -> Path | None:
+    """The folder of a local mirror (``file://`` URL or a plain path), else None."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(base_url)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a path (or a Windows drive)
+        return Path(base_url).expanduser()
+    return None
+
+
+def _copy_from(folder: Path, base_url: str) -> Any:
+    """A pooch downloader that copies from a local mirror folder (pooch, which knows no
+    ``file://`` URLs, then checks the sha256 as for a download)."""
+
+    def copy(url: str, output_file: Any, _pooch: Any) -> None:
+        relative = url[len(base_url) :]
+        source = folder / relative
+        if not source.is_file():
+            raise DatasetError(
+                f"The local mirror {str(folder)!r} (XNOWCAST_DATA_URL) has no file "
+                f"{relative!r}: it must hold the files under the same relative paths as "
+                f"{BASE_URL}."
+            )
+        shutil.copyfile(source, output_file)
+
+    return copy
 
 
 def _sample_path() -> Path:
@@ -368,21 +419,24 @@ def open_dataset(name: str, *, chunks: Any = None) -> xr.Dataset:
     -------
     xarray.Dataset
         Dims ``(time, y, x)``, variable ``precipitation`` (mm h-1) or
-        ``reflectivity`` (dBZ), a ``crs`` grid mapping, and attributes naming
-        the dataset and its licence.
+        ``reflectivity`` (dBZ), a ``crs`` grid mapping (a coordinate, so that
+        ``ds["precipitation"]`` keeps it), and attributes naming the dataset and
+        its licence.
 
     Raises
     ------
     DatasetError
         Unknown name (the message lists the valid ones) or a failed fetch.
     """
+    from xnowcast.cf_output import grid_mappings_as_coords
+
     info = _info(name)
     if info is SAMPLE:
         path = _sample_path()
         if chunks is None:
             with xr.open_dataset(path) as ds:
-                return ds.load()
-        return xr.open_dataset(path, chunks=chunks)
+                return grid_mappings_as_coords(ds.load())
+        return grid_mappings_as_coords(xr.open_dataset(path, chunks=chunks))
 
     from xnowcast.io import open_radar
 

@@ -56,6 +56,7 @@ def run_demo(out_dir: Path, *, members: int = 4, progress: bool = True) -> dict[
         Paths written and the scores (for tests and notebooks).
     """
     import xnowcast
+    from xnowcast.cf_output import to_cf_dataset
     from xnowcast.plot import plot_forecast_panel
 
     out_dir = Path(out_dir)
@@ -90,7 +91,7 @@ def run_demo(out_dir: Path, *, members: int = 4, progress: bool = True) -> dict[
         rows.append((name, "CRPS (mm/h), all leads", float(scores["crps"].mean())))
 
     forecast_path = out_dir / "forecast.nc"
-    forecasts[nowcaster].to_dataset(name="precipitation").to_netcdf(forecast_path)
+    to_cf_dataset(forecasts[nowcaster], "precipitation").to_netcdf(forecast_path)
 
     coarse = obs.coarsen(y=2, x=2).mean().isel(time=slice(None, None, 2))
     coarse.attrs = obs.attrs
@@ -102,7 +103,7 @@ def run_demo(out_dir: Path, *, members: int = 4, progress: bool = True) -> dict[
         rows.append((name, "downscale MSE (mm/h)^2", float(err.mean())))
         rows.append((name, "  inserted frames MSE", float(err.isel(time=slice(1, None, 2)).mean())))
     downscaled_path = out_dir / "downscaled.nc"
-    downscaled[downscaler].to_dataset(name="precipitation").to_netcdf(downscaled_path)
+    to_cf_dataset(downscaled[downscaler], "precipitation").to_netcdf(downscaled_path)
 
     picture = out_dir / "demo.png"
     fc = forecasts[nowcaster]

@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from xnowcast import conventions as cv
+from xnowcast.cf_output import without_coordinate_fill
 from xnowcast.checks import check_precipitation_values
 from xnowcast.errors import CoordinateError, ModelError, TimeAxisError
 from xnowcast.fields import (
@@ -326,7 +327,7 @@ def downscale(
         f"time_factor {time_factor}"
     )
     out.attrs = output_attrs(da, spec, weights, line, src_units)
-    return out
+    return without_coordinate_fill(out)
 
 
 def _dask_concat(parts: list[Any]) -> Any:

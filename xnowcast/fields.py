@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 
 from xnowcast import conventions as cv
+from xnowcast.cf_output import provenance_attrs, with_dataset_context
 from xnowcast.errors import CoordinateError, ModelError
 from xnowcast.registry import weights_record
 from xnowcast.units import units_of
@@ -37,9 +38,11 @@ def prepare_field(
     """The precipitation field as ``(time, y, x)``, its axes and its units.
 
     Length-1 extra dims are squeezed; longer extra dims are an error; the grid is
-    checked to be regular and the units to be a precipitation quantity.
+    checked to be regular and the units to be a precipitation quantity.  From a
+    Dataset, the grid-mapping variable comes along as a coordinate and the global
+    provenance attributes (licence included) as attributes.
     """
-    da = cv.find_precipitation(obj, var)
+    da = with_dataset_context(cv.find_precipitation(obj, var), obj)
     axes = cv.find_axes(da)
     extra = [d for d in da.dims if d not in axes]
     squeezable = [d for d in extra if da.sizes[d] == 1]
@@ -53,7 +56,9 @@ def prepare_field(
         da = da.squeeze(squeezable, drop=True)
     da = da.transpose(axes.time, axes.y, axes.x)
     cv.check_regular_grid(da, axes)
-    found_units = units_of(da, units)
+    found_units = units_of(
+        da, units, advice="Or pass units=... to the call (--units on the command line)."
+    )
     return da, axes, found_units
 
 
@@ -83,10 +88,14 @@ def output_attrs(
     da: xr.DataArray, spec: Any, weights: Any, line: str, units: str
 ) -> dict[str, Any]:
     """The output's attrs: the input's (deep-copied), the units the values are in, the model,
-    its weights and the package version, and a ``history`` line."""
+    its weights and the package version, a ``title`` and ``source`` where the input has
+    none, and a ``history`` line."""
     attrs = {k: copy.deepcopy(v) for k, v in da.attrs.items() if k != "history"}
     attrs.update(
         {
+            **provenance_attrs(
+                da.attrs, model=spec.name, task=spec.task, version=package_version()
+            ),
             "units": units,
             "xnowcast_model": spec.name,
             "xnowcast_version": package_version(),

@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from xnowcast import conventions as cv
+from xnowcast.cf_output import without_coordinate_fill
 from xnowcast.checks import check_precipitation_values
 from xnowcast.errors import DataValueError, MissingDataWarning, ModelError, TimeAxisError
 from xnowcast.fields import (
@@ -153,6 +154,7 @@ def _input_step(da: xr.DataArray, time_dim: str) -> np.timedelta64:
     times = da[time_dim].values
     if not np.issubdtype(times.dtype, np.datetime64):
         return cv.time_step(da, time_dim)  # raises the clear error
+    cv.check_time_jitter(times, time_dim)  # a time a few seconds off: named, with the fix
     if times.size < 2:
         raise TimeAxisError(
             f"A single time ({times.size} frame) gives no time step: nowcasting needs "
@@ -446,4 +448,4 @@ def nowcast(
         out.attrs["xnowcast_incomplete_init_times"] = " ".join(
             str(np.datetime_as_string(inits[n], unit="s")) for n in sorted(incomplete)
         )
-    return out
+    return without_coordinate_fill(out)

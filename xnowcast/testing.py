@@ -6,6 +6,7 @@ extrapolation nowcast must reproduce the future frames almost exactly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,7 +15,7 @@ import xarray as xr
 
 from xnowcast.units import convert_values
 
-__all__ = ["assert_identical_grid", "moving_storm"]
+__all__ = ["assert_identical_grid", "assert_identical_outputs", "moving_storm"]
 
 
 def _cells(
@@ -118,6 +119,7 @@ def moving_storm(
                 np.int32(0),
                 {
                     "grid_mapping_name": "transverse_mercator",
+                    "long_name": "coordinate reference system",
                     "scale_factor_at_central_meridian": 0.9996,
                     "longitude_of_central_meridian": 3.0,
                     "latitude_of_projection_origin": 0.0,
@@ -151,3 +153,23 @@ def assert_identical_grid(
             a[dim].values, b[dim].values, err_msg=f"coordinate {dim} differs"
         )
         assert a[dim].attrs == b[dim].attrs, f"attrs of coordinate {dim} differ"
+
+
+_HISTORY_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: ", flags=re.MULTILINE)
+
+
+def _unstamped(obj: xr.DataArray | xr.Dataset) -> xr.DataArray | xr.Dataset:
+    history = obj.attrs.get("history")
+    if history is None:
+        return obj
+    assert len(_HISTORY_STAMP.findall(history)) == history.count("\n") + 1, (
+        f"a history line without its time stamp: {history!r}"
+    )
+    return obj.assign_attrs(history=_HISTORY_STAMP.sub("", history))
+
+
+def assert_identical_outputs(a: xr.DataArray | xr.Dataset, b: xr.DataArray | xr.Dataset) -> None:
+    """Assert that two xnowcast outputs are identical (values, coordinates, attributes)
+    except for the time stamps of their ``history`` lines, which record when each was made
+    (two runs a second apart differ there and nowhere else)."""
+    xr.testing.assert_identical(_unstamped(a), _unstamped(b))

@@ -6,12 +6,14 @@ The registry is cf-xarray's (so CF strings such as ``kg m-2 s-1`` and
 * ``dBZ``, a logarithmic unit of the reflectivity factor
   (``dBZ = 10 log10(Z / 1 mm6 m-3)``), so ``dBZ <-> mm6 m-3`` converts;
 * a ``water`` context that turns a mass flux (``kg m-2 s-1``) into a rain
-  rate (``mm/h``) through the density of liquid water (1000 kg m-3).
+  rate (``mm/h``), and an amount (``kg m-2``) into a depth (``mm``), through the
+  density of liquid water (1000 kg m-3).
 
 Quantities are grouped into *kinds*: a rain rate (``[length]/[time]``), a mass
-flux, an accumulation over the time step (``mm`` with a time step, or
-``mm/(5 min)``), a linear reflectivity factor (``mm6 m-3``) and the
-logarithmic reflectivity (``dBZ``).  :func:`convert_values` converts between
+flux, an accumulation over the time step (``mm`` or ``kg m-2`` with a time step,
+or ``mm/(5 min)``), a linear reflectivity factor (``mm6 m-3``) and the
+logarithmic reflectivity (``dBZ``).  Unknown units get case-insensitive "did you
+mean" suggestions (``MM/H`` is megamolar per henry to pint: "did you mean 'mm/h'?").  :func:`convert_values` converts between
 any two of them; rain rate and reflectivity are linked by the Z-R relation
 ``Z = a R**b`` (Marshall-Palmer ``a=200, b=1.6`` by default).
 
@@ -71,6 +73,9 @@ def get_registry() -> pint.UnitRegistry:
         water.add_transformation(
             "[length] / [time]", "[mass] / [length] ** 2 / [time]", lambda reg, x: x * density
         )
+        # an amount of water (kg m-2, CF's precipitation_amount) is a depth (mm)
+        water.add_transformation("[mass] / [length] ** 2", "[length]", lambda reg, x: x / density)
+        water.add_transformation("[length]", "[mass] / [length] ** 2", lambda reg, x: x * density)
         registry.add_context(water)
         pint_xarray.setup_registry(registry)
     return registry
@@ -83,6 +88,7 @@ def _kinds() -> tuple[tuple[str, Any], ...]:
         ("rate", reg.Unit("mm/h").dimensionality),
         ("flux", reg.Unit("kg m-2 s-1").dimensionality),
         ("depth", reg.Unit("mm").dimensionality),
+        ("depth", reg.Unit("kg m-2").dimensionality),  # an amount of water: 1 kg m-2 = 1 mm
         ("linear_z", reg.Unit("Zmm").dimensionality),
     )
 
@@ -93,9 +99,26 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_HOW_TO_SET = (
-    "Set them with da.attrs['units'] = 'mm/h' (or 'dBZ', 'kg m-2 s-1', 'mm', ...) "
-    "or pass units=... to the call."
+_HOW_TO_SET = "Set them with da.attrs['units'] = 'mm/h' (or 'dBZ', 'kg m-2 s-1', 'mm', ...)."
+
+#: Precipitation units as usually written: the vocabulary of "did you mean" suggestions.
+_COMMON_UNITS = (
+    "mm/h",
+    "mm h-1",
+    "mm hr-1",
+    "mm/hr",
+    "m s-1",
+    "m/s",
+    "kg m-2 s-1",
+    "kg m-2 h-1",
+    "mm",
+    "m",
+    "kg m-2",
+    "mm/(5 min)",
+    "mm/day",
+    "mm d-1",
+    "dBZ",
+    "mm6 m-3",
 )
 
 
@@ -114,43 +137,110 @@ def _is_dbz(text: str) -> bool:
     return text.strip().replace(" ", "").lower() in {"dbz", "dbz_h", "dbzh"}
 
 
-def parse_units(units: str | pint.Unit | None) -> pint.Quantity:
+def parse_units(units: str | pint.Unit | None, *, advice: str = "") -> pint.Quantity:
     """Parse a unit string into a pint Quantity of magnitude *scale*.
 
     A scale factor is allowed (``"mm/(5 min)"`` parses as 1/5 mm/min), which is how
-    accumulations over a time step can be written.
+    accumulations over a time step can be written.  ``advice`` is added to the error
+    message (where the caller takes an override, e.g. "or pass units=... to the call.").
 
     Raises
     ------
     UnitsError
-        When ``units`` is missing or pint cannot parse it.
+        When ``units`` is missing or pint cannot parse it (with a "did you mean" when
+        another spelling or case is a precipitation unit).
     """
     if units is None or (isinstance(units, str) and not units.strip()):
-        raise UnitsError(f"The data have no units. {_HOW_TO_SET}")
+        raise UnitsError(_join("The data have no units.", _HOW_TO_SET, advice))
     import pint
 
     if isinstance(units, pint.Unit):
         return get_registry().Quantity(1.0, units)
     if _is_dbz(str(units)):
         return get_registry().Quantity(1.0, "dBZ")
+    parsed = _parse_or_none(str(units))
+    if parsed is None:
+        try:
+            get_registry().parse_expression(str(units))
+        except Exception as err:
+            reason = str(err)
+        else:  # pragma: no cover  (parsed above)
+            reason = "cannot be parsed"
+        raise UnitsError(
+            _join(
+                f"Unknown units {units!r} ({reason}).", _suggestion(str(units)), _HOW_TO_SET, advice
+            )
+        ) from None
+    return parsed
+
+
+def _parse_or_none(text: str) -> pint.Quantity | None:
+    import pint
+
     try:
-        parsed = get_registry().parse_expression(str(units))
-    except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, Exception) as err:
-        raise UnitsError(f"Unknown units {units!r} ({err}). {_HOW_TO_SET}") from None
+        parsed = get_registry().parse_expression(text)
+    except Exception:
+        return None
     if not isinstance(parsed, pint.Quantity):
         parsed = get_registry().Quantity(float(parsed), "dimensionless")
     return parsed
 
 
-def unit_kind(units: str | pint.Unit | None) -> str:
+def _kind_or_none(text: str) -> str | None:
+    if _is_dbz(text):
+        return "dbz"
+    parsed = _parse_or_none(text)
+    if parsed is None:
+        return None
+    return next((kind for kind, ref in _kinds() if parsed.dimensionality == ref), None)
+
+
+def _suggestion(text: str) -> str:
+    """ "Did you mean ...?" for units that are not a precipitation quantity as written but
+    are in another case (``MM/H``) or close to a usual spelling; "" when nothing fits.
+
+    Only ever a suggestion: units are case-sensitive (``Mm/h`` is a valid megametre per
+    hour, ``mm/h`` a millimetre per hour) and are never changed silently.
+    """
+    import difflib
+
+    candidates = []
+    lowered = text.strip().lower()
+    if lowered != text.strip() and _kind_or_none(lowered) is not None:
+        candidates.append(lowered)
+    folded = {unit.lower().replace(" ", ""): unit for unit in _COMMON_UNITS}
+    key = lowered.replace(" ", "")
+    if key in folded:
+        candidates.append(folded[key])
+    candidates += [
+        folded[m] for m in difflib.get_close_matches(key, list(folded), n=2, cutoff=0.75)
+    ]
+    unique = [c for i, c in enumerate(candidates) if c not in candidates[:i] and c != text]
+    if not unique:
+        return ""
+    shown = " or ".join(repr(c) for c in unique[:3])
+    if any(c.lower().replace(" ", "") == key for c in unique):
+        return f"Did you mean {shown}? Unit symbols are case-sensitive (M is mega, H is henry)."
+    return f"Did you mean {shown}?"
+
+
+def _join(*parts: str) -> str:
+    return " ".join(part for part in parts if part)
+
+
+def unit_kind(units: str | pint.Unit | None, *, advice: str = "") -> str:
     """Classify units as ``rate``, ``flux``, ``depth``, ``linear_z`` or ``dbz``.
+
+    ``depth`` is an accumulation over the time step: a length (``mm``) or an amount of
+    water (``kg m-2``, CF's ``precipitation_amount``).
 
     Raises
     ------
     UnitsError
-        For units that are not a precipitation quantity (a temperature, say).
+        For units that are not a precipitation quantity (a temperature, say), with a
+        "did you mean" when another case or spelling is one (``MM/H``: ``mm/h``).
     """
-    q = parse_units(units)
+    q = parse_units(units, advice=advice)
     if str(q.units) == "dBZ":
         return "dbz"
     dim = q.dimensionality
@@ -158,16 +248,22 @@ def unit_kind(units: str | pint.Unit | None) -> str:
         if dim == ref:
             return kind
     raise UnitsError(
-        f"Units {units!r} ({dim}) are not a precipitation quantity: expected a rain rate "
-        "(mm/h, m s-1), a mass flux (kg m-2 s-1), an accumulation over the time step (mm), "
-        f"or a reflectivity (dBZ, mm6 m-3). {_HOW_TO_SET}"
+        _join(
+            f"Units {units!r} ({dim}) are not a precipitation quantity: expected a rain rate "
+            "(mm/h, m s-1), a mass flux (kg m-2 s-1), an accumulation over the time step "
+            "(mm, kg m-2), or a reflectivity (dBZ, mm6 m-3).",
+            _suggestion(str(units)),
+            _HOW_TO_SET,
+            advice,
+        )
     )
 
 
 def _step_hours(time_step: Any) -> float:
     if time_step is None:
         raise UnitsError(
-            "An accumulation (units of length, e.g. 'mm') needs the time step it was "
+            "An accumulation (units of length or amount, e.g. 'mm' or 'kg m-2') needs the "
+            "time step it was "
             "accumulated over: pass time_step=np.timedelta64(5, 'm'), or write the units "
             "as a rate such as 'mm/(5 min)' or 'mm/h'."
         )
@@ -204,9 +300,9 @@ def _to_mm_per_h(values: np.ndarray, units: str, time_step: Any, zr: ZRRelation)
         z = values * q.to("Zmm").magnitude
         with np.errstate(invalid="ignore"):
             return (z / zr.a) ** (1.0 / zr.b)
-    if kind == "depth":
-        return values * q.to("mm").magnitude / _step_hours(time_step)
     with get_registry().context("water"):
+        if kind == "depth":
+            return values * q.to("mm").magnitude / _step_hours(time_step)
         return values * q.to("mm/h").magnitude
 
 
@@ -217,9 +313,9 @@ def _from_mm_per_h(rate: np.ndarray, units: str, time_step: Any, zr: ZRRelation)
         return rain_rate_to_dbz(rate, zr)
     if kind == "linear_z":
         return zr.a * rate**zr.b / q.to("Zmm").magnitude
-    if kind == "depth":
-        return rate * _step_hours(time_step) / q.to("mm").magnitude
     with get_registry().context("water"):
+        if kind == "depth":
+            return rate * _step_hours(time_step) / q.to("mm").magnitude
         return rate / q.to("mm/h").magnitude
 
 
@@ -258,7 +354,7 @@ def convert_values(
     if kf == kt:
         if kf == "dbz":
             return values.copy()
-        context = ("water",) if kf == "flux" else ()
+        context = ("water",) if kf in ("flux", "depth") else ()
         with get_registry().context(*context):
             factor = parse_units(from_units).to(parse_units(to_units).units).magnitude
         return values * (factor / parse_units(to_units).magnitude)
@@ -274,8 +370,12 @@ def convert_values(
     return _from_mm_per_h(_to_mm_per_h(values, from_units, time_step, zr), to_units, time_step, zr)
 
 
-def units_of(obj: Any, units: str | None = None) -> str:
+def units_of(obj: Any, units: str | None = None, *, advice: str = "") -> str:
     """The units of a DataArray (``attrs['units']``) or the override ``units``.
+
+    ``advice`` ends the error messages: the caller's own way to give the units (e.g.
+    "Or pass units=... to the call."), so that no message names an option that does not
+    exist where it is raised.
 
     Raises
     ------
@@ -285,8 +385,8 @@ def units_of(obj: Any, units: str | None = None) -> str:
     found = units if units is not None else getattr(obj, "attrs", {}).get("units")
     name = getattr(obj, "name", None)
     if found is None or not str(found).strip():
-        raise UnitsError(f"The data {name!r} have no units attribute. {_HOW_TO_SET}")
-    unit_kind(found)
+        raise UnitsError(_join(f"The data {name!r} have no units attribute.", _HOW_TO_SET, advice))
+    unit_kind(found, advice=advice)
     return str(found)
 
 

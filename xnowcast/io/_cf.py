@@ -320,6 +320,8 @@ def assemble(
             f"file(s): {names}"
         ),
     }
+    # the grid mapping is a coordinate, so that ds["precipitation"] keeps it (CF 5.6)
+    ds = ds.set_coords("crs")
     time_chunks = chunks.get("time") if isinstance(chunks, dict) else chunks
     if chunks is not None and time_chunks not in (None, "auto", {}, 1):
         ds = ds.chunk({"time": time_chunks})
