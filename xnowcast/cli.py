@@ -38,7 +38,8 @@ def _open(path: str, var: str | None = None) -> Any:
     if p.suffix in (".nc", ".nc4", ".netcdf") and p.exists():
         return grid_mappings_as_coords(xr.open_dataset(p))
     if any(ch in path for ch in "*?[") or p.exists():
-        return xnowcast.open_radar(path)
+        # one file per time chunk: big composites (OPERA CIRRUS, 130 MB a frame) stay lazy
+        return xnowcast.open_radar(path, chunks={})
     if path in {d["name"] for d in xnowcast.list_datasets()}:
         return xnowcast.open_dataset(path)
     raise UsageError(
