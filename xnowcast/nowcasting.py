@@ -114,6 +114,24 @@ def _input_step(da: xr.DataArray, time_dim: str) -> np.timedelta64:
     return step
 
 
+def _grid_spacing_km(da: xr.DataArray, axes: cv.Axes) -> float | None:
+    """Pixel size in km of a projected grid (the mean of dx and dy); None when unknown.
+
+    Unknown: coordinates without length units (e.g. latitude/longitude in degrees,
+    or bare indices).
+    """
+    lengths = {"m", "metre", "meter", "metres", "meters", "km", "kilometre", "kilometer"}
+    lengths |= {"kilometres", "kilometers"}
+    units = {str(da[dim].attrs.get("units", "")).strip().lower() for dim in (axes.y, axes.x)}
+    if not units <= lengths:
+        return None
+    try:
+        dy, dx = cv.grid_spacing(da, axes)
+    except (ValueError, TypeError):
+        return None
+    return 0.5 * (dy + dx) / 1000.0
+
+
 def _nowcast_block(
     windows: np.ndarray,
     *,
@@ -127,6 +145,7 @@ def _nowcast_block(
     batch_size: int | str,
     progress: bool,
     init_keys: np.ndarray,
+    geometry: dict[str, float | None] | None = None,
     block_info: dict[Any, Any] | None = None,
 ) -> np.ndarray:
     """Numpy in the data's units -> ``(N, steps, members, H, W)`` in the data's units.
@@ -155,6 +174,7 @@ def _nowcast_block(
         batch_size=batch_size,
         progress=progress,
         init_keys=init_keys,
+        geometry=geometry,
     )
     out = np.moveaxis(out, 1, 2)
     if units not in ("mm/h", "mm h-1"):
@@ -269,6 +289,10 @@ def nowcast(
         batch_size=batch_size,
         progress=show,
         init_keys=inits.astype("datetime64[ns]").astype(np.int64),
+        geometry={
+            "grid_spacing_km": _grid_spacing_km(da, axes),
+            "time_step_minutes": float(step / np.timedelta64(1, "m")),
+        },
     )
     data = windows.data
     if is_dask(data):
