@@ -350,13 +350,14 @@ class Steps(nn.Module):
             points, _ = departure_points(velocity * pixel, 1, position)
             position = points[:, 0].permute(0, 2, 3, 1)
             grid = to_full_resolution(points[:, 0], height, width)
-            moved = F.grid_sample(
-                field[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
-            )[:, 0]
-            weight = F.grid_sample(
-                coverage, grid, mode="bilinear", padding_mode="zeros", align_corners=False
-            )[:, 0]
-            moved = torch.where(weight >= 0.5, moved, torch.full_like(moved, float("nan")))
+            # normalised convolution: unobserved pixels and the outside take no part
+            both = torch.cat((field[:, None] * coverage, coverage), dim=1)
+            sampled = F.grid_sample(
+                both, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            )
+            weight = sampled[:, 1]
+            moved = sampled[:, 0] / weight.clamp_min(1e-6)
+            moved = torch.where(weight >= 0.5, moved, float("nan"))
             out[:, step - 1] = from_db(moved, threshold)
         return out
 

@@ -21,37 +21,55 @@ from torch import Tensor
 __all__ = ["apply_mask", "cdf_match", "incremental_mask", "manhattan_distance", "mean_match"]
 
 
+def _spread(distance: Tensor, dim: int, limit: int) -> Tensor:
+    """Min-plus convolution along ``dim`` with ``|k|``, exact up to ``limit``.
+
+    Radii double at every pass (``|k|`` for ``|k| < 2**j`` combined with shifts of
+    ``2**j``), so ``limit`` needs about ``log2(limit)`` passes.
+    """
+    out, shift = distance, 1
+    size = distance.shape[dim]
+    while shift <= limit and shift < size:
+        nxt = out.clone()
+        ahead, behind = out.narrow(dim, shift, size - shift), out.narrow(dim, 0, size - shift)
+        step = torch.tensor(shift, dtype=out.dtype, device=out.device)
+        torch.minimum(
+            nxt.narrow(dim, shift, size - shift),
+            behind + step,
+            out=nxt.narrow(dim, shift, size - shift),
+        )
+        torch.minimum(
+            nxt.narrow(dim, 0, size - shift), ahead + step, out=nxt.narrow(dim, 0, size - shift)
+        )
+        out, shift = nxt, 2 * shift
+    return out
+
+
 def manhattan_distance(wet: Tensor, limit: int) -> Tensor:
     """Distance in 4-neighbour steps from every pixel to the nearest wet pixel.
 
-    Exact up to ``limit``; farther pixels get ``limit + 1``. The rows are done with
-    cumulative maxima, the columns with ``limit`` shifted minima (the L1 distance
-    is separable), so the cost does not grow with the size of the rain area.
+    Exact up to ``limit``; farther pixels get at least ``limit + 1``. The L1
+    distance is separable (rows, then columns), and each pass doubles the radius
+    covered, so the cost grows with ``log2(limit)``; small integers keep it cheap.
 
     Parameters
     ----------
     wet
         ``(N, H, W)`` boolean.
     limit
-        Largest distance of interest.
+        Largest distance of interest (below 120).
 
     Returns
     -------
     Tensor
-        ``(N, H, W)`` float32 distances, 0 on wet pixels.
+        ``(N, H, W)`` uint8 distances, 0 on wet pixels, capped at ``limit + 1``.
     """
-    width = wet.shape[-1]
-    far = float(limit + 1)
-    index = torch.arange(width, device=wet.device, dtype=torch.float32)
-    missing = torch.full_like(wet, -1e9, dtype=torch.float32)
-    left = torch.where(wet, index, missing).cummax(dim=-1).values
-    right = torch.where(wet.flip(-1), index, missing).cummax(dim=-1).values
-    rows = torch.minimum(index - left, (index - right).flip(-1)).clamp_max(far)
-    out = rows.clone()
-    for shift in range(1, limit + 1):
-        torch.minimum(out[:, shift:], rows[:, :-shift] + shift, out=out[:, shift:])
-        torch.minimum(out[:, :-shift], rows[:, shift:] + shift, out=out[:, :-shift])
-    return out
+    if not 0 <= limit < 120:
+        raise ValueError(f"limit must be in [0, 120), got {limit}")
+    far = torch.tensor(limit + 1, dtype=torch.uint8, device=wet.device)
+    distance = torch.where(wet, torch.zeros_like(far), far)
+    distance = _spread(distance, -1, limit).clamp_max(limit + 1)
+    return _spread(distance, -2, limit).clamp_max(limit + 1)
 
 
 def incremental_mask(wet: Tensor, radius: int, rim: int) -> Tensor:
@@ -75,7 +93,7 @@ def incremental_mask(wet: Tensor, radius: int, rim: int) -> Tensor:
     Tensor
         ``(N, H, W)`` float in ``[0, 1]`` (all zero where a member has no rain).
     """
-    distance = manhattan_distance(wet, radius + rim + 1)
+    distance = manhattan_distance(wet, radius + rim + 1).to(torch.float32)
     beyond = (distance - radius).clamp_min(0.0)
     return ((rim + 1.0 - beyond) / (rim + 1.0)).clamp(0.0, 1.0)
 
