@@ -155,10 +155,10 @@ def pysteps_forecast(frames: np.ndarray, velocity: np.ndarray, members: int, see
     return rate, seconds
 
 
-def as_forecast(values: np.ndarray, init_times: np.ndarray) -> xr.DataArray:
-    """``(init, member, lead, y, x)`` numpy -> a nowcast DataArray that verify() reads."""
-    _, members, steps, ny, nx = values.shape
-    lead = (np.arange(1, steps + 1) * np.timedelta64(5, "m")).astype("timedelta64[ns]")
+def as_forecast(values: np.ndarray, init_times: np.ndarray, leads: tuple[int, ...]) -> xr.DataArray:
+    """``(init, member, lead, y, x)`` numpy at lead steps ``leads`` -> a nowcast DataArray."""
+    _, members, _, ny, nx = values.shape
+    lead = (np.array(leads) * np.timedelta64(5, "m")).astype("timedelta64[ns]")
     da = xr.DataArray(
         values.transpose(0, 2, 1, 3, 4),
         dims=("init_time", "lead_time", "member", "y", "x"),
@@ -258,12 +258,16 @@ def run_event(data: Path, name: str, model) -> dict:
     result = {"event": name, "grid": f"{ARGS.size}^2 of {'x'.join(map(str, frames_all.shape[1:]))}"}
     for system, values in (("xnowcast", ours), ("pysteps", theirs)):
         values = np.where(known[:, None], values, np.nan)
-        fc_da = as_forecast(values, times[inits])
         obs_masked = obs_da.copy()
-        for n, init in enumerate(inits):
+        per_init = []
+        for n, init in enumerate(inits):  # one init at a time: xskillscore's CRPS copies a lot
             obs_masked[init + 1 : init + 1 + steps] = observed[n]
-        scores = xnowcast.verify(fc_da, obs_masked, metrics=["crps"], scales=list(SCALES))
-        crps = scores.crps.sel(lead_time=[np.timedelta64(5 * k, "m") for k in LEADS])
+            fc_da = as_forecast(
+                values[n : n + 1][:, :, [k - 1 for k in LEADS]], times[[init]], LEADS
+            )
+            scores = xnowcast.verify(fc_da, obs_masked, metrics=["crps"], scales=list(SCALES))
+            per_init.append(scores.crps)
+        crps = xr.concat(per_init, dim="init").mean("init")
         at60 = values[:, :, LEADS[1] - 1]  # (N, members, H, W)
         obs60 = observed[:, LEADS[1] - 1]
         hist = rank_histogram(at60, obs60, rng)
