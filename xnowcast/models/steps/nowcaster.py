@@ -43,15 +43,15 @@ from xnowcast.models.advection import (
 from xnowcast.models.extrapolation import Extrapolation
 from xnowcast.models.optical_flow import normalized_pixel_size
 from xnowcast.models.persistence import check_nowcast_inputs, config_settings
-from xnowcast.models.steps.autoregression import adjust_lag2, ar2_parameters, ar2_step
+from xnowcast.models.steps.autoregression import adjust_lag2, ar2_parameters
 from xnowcast.models.steps.cascade import BandpassCascade, spectral_inner
+from xnowcast.models.steps.evolution import MemberCascades
 from xnowcast.models.steps.noise import (
     BPS_PARALLEL,
     BPS_PERPENDICULAR,
     MotionPerturbation,
     noise_drive,
     noise_filter,
-    white_spectrum,
 )
 from xnowcast.models.steps.probability_matching import (
     apply_mask,
@@ -286,14 +286,18 @@ class Steps(nn.Module):
         # (the AR(2) is linear, so scaling commutes with it); complex spectra as real
         # views, levels along dim -4.
         scale = std[2]
-        current = torch.view_as_real(levels[2] * scale[:, None, None])
-        previous = torch.view_as_real(levels[1] * scale[:, None, None])
-        current = current.expand(members, -1, -1, -1, -1)
-        previous = previous.expand(members, -1, -1, -1, -1)
         drive = None
         if cfg["noise"] is not None:
             amplitude = noise_filter(observed, cfg["noise"], cfg["noise_window_alpha"])
-            drive = noise_drive(amplitude, cascade, scale * phi[:, 2])[..., None]
+            drive = noise_drive(amplitude, cascade, scale * phi[:, 2])
+        evolving = MemberCascades(
+            cascade,
+            levels[2] * scale[:, None, None],
+            levels[1] * scale[:, None, None],
+            phi,
+            drive,
+            members,
+        )
         level_means = mean[2].sum()
 
         radius = int((cfg["mask_factor"] * time_step_minutes / grid_spacing_km - 1) / 2)
@@ -328,13 +332,7 @@ class Steps(nn.Module):
             (members, steps, height, width), dtype=torch.float32, device=frames.device
         )
         for step in range(1, steps + 1):
-            advanced = ar2_step(current, previous, phi, None, level_dim=-4)
-            if drive is not None:  # + phi0 * noise, phi0 folded into the drive
-                white = white_spectrum(members, height, width, generator, frames.device)
-                advanced.addcmul_(torch.view_as_real(white).unsqueeze(1), drive)
-            current, previous = advanced, current
-            spectrum = torch.view_as_complex(current.sum(dim=1))
-            field = torch.fft.irfft2(spectrum, s=(height, width)) + level_means
+            field = evolving.step(generator) + level_means
             if rain_mask is not None:
                 field = apply_mask(field, rain_mask)
             if cfg["probability_matching"] == "cdf":
