@@ -104,12 +104,28 @@ def apply_mask(field: Tensor, mask: Tensor) -> Tensor:
     return floor + (field - floor) * mask
 
 
-def cdf_match(field: Tensor, ranked_target: Tensor) -> Tensor:
-    """Give each member the empirical distribution of ``target``, keeping its ranks.
+def _at_rank(ranked: Tensor, position: Tensor) -> Tensor:
+    """``ranked`` (sorted, 1-D) at fractional positions, interpolated linearly."""
+    low = position.floor().long().clamp(0, ranked.numel() - 1)
+    high = (low + 1).clamp(max=ranked.numel() - 1)
+    weight = position - low
+    return torch.lerp(ranked[low], ranked[high], weight)
 
-    Pixels at the member's minimum (no rain) get the minimum of ``target``. When
-    ``target`` has more rain than the member, its smallest rain values are set to its
-    minimum first, so that the member keeps its own wet fraction.
+
+def cdf_match(field: Tensor, ranked_target: Tensor, quanta: int = 1 << 15) -> Tensor:
+    """Give each member the empirical distribution of the target, keeping its ranks.
+
+    Pixel ``i`` of a member, the ``r``-th smallest of the member's ``H * W``
+    values, gets the ``r``-th smallest target value. Pixels at the member's
+    minimum (no rain) get the target's minimum. When the target has more rain than
+    the member, its smallest rain values are set to its minimum first, so that the
+    member keeps its own wet fraction.
+
+    The ranks come from a counting sort instead of a comparison sort: each
+    member's values are binned into ``quanta`` equal bins between its minimum and
+    maximum, and pixels sharing a bin share their mean rank (their values differ
+    by less than the range over ``quanta``), which makes matching linear in the
+    number of pixels.
 
     Parameters
     ----------
@@ -117,6 +133,8 @@ def cdf_match(field: Tensor, ranked_target: Tensor) -> Tensor:
         ``(N, H, W)`` forecasts.
     ranked_target
         ``(H * W,)`` the observed field's values, finite, sorted in ascending order.
+    quanta
+        Number of bins of the counting sort.
 
     Returns
     -------
@@ -125,25 +143,28 @@ def cdf_match(field: Tensor, ranked_target: Tensor) -> Tensor:
     """
     n, height, width = field.shape
     flat = field.reshape(n, -1)
+    size = ranked_target.numel()
     floor_target = ranked_target[0]
     floor = flat.amin(dim=1, keepdim=True)
+    top = flat.amax(dim=1, keepdim=True)
     dry = flat <= floor
-    wet_fraction = 1.0 - dry.to(torch.float32).mean(dim=1, keepdim=True)
-    size = ranked_target.numel()
-    # quantile 1 - wet_fraction of the target, interpolated linearly between ranks
-    position = (1.0 - wet_fraction) * (size - 1)
-    low = position.floor().long().clamp(0, size - 1)
-    high = (low + 1).clamp(max=size - 1)
-    weight = position - low
-    cut = ranked_target[low] * (1.0 - weight) + ranked_target[high] * weight
-    target_wet = (ranked_target > floor_target).sum()
     member_wet = (~dry).sum(dim=1, keepdim=True)
-    lower = (target_wet > member_wet) & (ranked_target[None] < cut)
-    values = torch.where(lower, floor_target, ranked_target[None].expand(n, -1))
-    order = torch.argsort(flat, dim=1)
-    out = torch.empty_like(flat).scatter_(1, order, values)
-    out = torch.where(dry, floor_target, out)
-    return out.reshape(n, height, width)
+    # bin 0 holds the dry pixels, bins 1 .. quanta - 1 the wet ones
+    scale = (quanta - 2) / (top - floor).clamp_min(1e-12)
+    bins = ((flat - floor) * scale).long().clamp_(0, quanta - 2).add_(1)
+    bins = torch.where(dry, 0, bins)
+    offsets = torch.arange(n, device=field.device)[:, None] * quanta
+    counts = torch.bincount((bins + offsets).flatten(), minlength=n * quanta).view(n, quanta)
+    # the mean rank of the pixels of each bin, looked up once per pixel
+    mean_rank = (counts.cumsum(dim=1) - 0.5 * (counts + 1)).to(field.dtype)
+    values = _at_rank(ranked_target, mean_rank.gather(1, bins))
+    # the target's quantile at the member's dry fraction: below it, no rain
+    cut = _at_rank(
+        ranked_target, (size - member_wet).clamp_min(0).to(field.dtype) * (size - 1) / size
+    )
+    target_wet = (ranked_target > floor_target).sum()
+    values = torch.where((target_wet > member_wet) & (values < cut), floor_target, values)
+    return torch.where(dry, floor_target, values).reshape(n, height, width)
 
 
 def mean_match(field: Tensor, target_mean: Tensor, threshold: float) -> Tensor:
