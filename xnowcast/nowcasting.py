@@ -179,6 +179,24 @@ def _input_step(da: xr.DataArray, time_dim: str) -> np.timedelta64:
     return step
 
 
+def _grid_spacing_km(da: xr.DataArray, axes: cv.Axes) -> float | None:
+    """Pixel size in km of a projected grid (the mean of dx and dy); None when unknown.
+
+    Unknown: coordinates without length units (e.g. latitude/longitude in degrees,
+    or bare indices).
+    """
+    lengths = {"m", "metre", "meter", "metres", "meters", "km", "kilometre", "kilometer"}
+    lengths |= {"kilometres", "kilometers"}
+    units = {str(da[dim].attrs.get("units", "")).strip().lower() for dim in (axes.y, axes.x)}
+    if not units <= lengths:
+        return None
+    try:
+        dy, dx = cv.grid_spacing(da, axes)
+    except (ValueError, TypeError):
+        return None
+    return 0.5 * (dy + dx) / 1000.0
+
+
 def _nowcast_block(
     windows: np.ndarray,
     *,
@@ -195,6 +213,7 @@ def _nowcast_block(
     skip: np.ndarray,
     strict: bool,
     check_values: bool,
+    geometry: dict[str, float | None] | None = None,
     block_info: dict[Any, Any] | None = None,
 ) -> np.ndarray:
     """Numpy in the data's units -> ``(N, steps, members, H, W)`` in the data's units.
@@ -252,6 +271,7 @@ def _nowcast_block(
         batch_size=batch_size,
         progress=progress,
         init_keys=init_keys[run],
+        geometry=geometry,
     )
     result = np.moveaxis(result, 1, 2)
     if units not in ("mm/h", "mm h-1"):
@@ -406,6 +426,10 @@ def nowcast(
         skip=skip,
         strict=strict,
         check_values=bool(check_values),
+        geometry={
+            "grid_spacing_km": _grid_spacing_km(da, axes),
+            "time_step_minutes": float(step / np.timedelta64(1, "m")),
+        },
     )
     if is_dask(data):
         import dask.array as dsa

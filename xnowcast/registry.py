@@ -10,7 +10,10 @@ Model contract (enforced by the runtime, documented in ``docs/models.rst``):
 ``nowcast``
     ``model(frames[B, T_in, 1, H, W], steps, *, generator=None[, valid=...])``
     -> ``[B, steps, 1, H, W]``, all in mm/h; attributes ``input_frames``,
-    ``spatial_multiple``; ``accepts_mask`` when it takes ``valid``.
+    ``spatial_multiple``; ``accepts_mask`` when it takes ``valid``;
+    ``accepts_geometry`` when it takes ``grid_spacing_km`` and
+    ``time_step_minutes`` (keywords, None when unknown); ``batches_members`` when
+    all members of an initialisation should come in one call.
 ``downscale``
     ``model(frames[B, T, C, h, w], static=None)`` ->
     ``[B, (T-1)*time_factor + 1, 1, h*factor, w*factor]`` in mm/h; attributes
@@ -264,6 +267,25 @@ register(
         summary="Dense optical flow (torch) + semi-Lagrangian backward advection with grid_sample.",
         reference="Germann & Zawadzki (2002), Mon. Wea. Rev. 130; Lucas & Kanade (1981)",
         default_config="default",
+    )
+)
+register(
+    ModelSpec(
+        name="steps",
+        task="nowcast",
+        builder="xnowcast.models.steps:build_steps",
+        summary=(
+            "STEPS ensemble: optical flow + FFT cascade with an AR(2) per level, "
+            "spectrally shaped noise, motion perturbations, incremental mask and "
+            "probability matching, batched over members in torch."
+        ),
+        reference=(
+            "Bowler, Pierce & Seed (2006), Q. J. R. Meteorol. Soc. 132; "
+            "Seed, Pierce & Norman (2013), Water Resour. Res. 49"
+        ),
+        normalisation="dB of rain rate (threshold 0.1 mm/h, zero value -15 dB) inside the module",
+        default_config="default",
+        stochastic=True,
     )
 )
 register(

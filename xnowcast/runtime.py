@@ -175,6 +175,7 @@ def run_nowcast(
     batch_size: int | str = "auto",
     progress: bool = True,
     init_keys: np.ndarray | None = None,
+    geometry: dict[str, float | None] | None = None,
 ) -> np.ndarray:
     """Nowcast from input windows.
 
@@ -197,6 +198,9 @@ def run_nowcast(
     init_keys
         One integer per window identifying its initialisation (e.g. the init time in
         ns); default: the window index.
+    geometry
+        ``grid_spacing_km`` and ``time_step_minutes`` of the windows (None where
+        unknown), passed on to models with ``accepts_geometry``.
 
     Returns
     -------
@@ -217,6 +221,8 @@ def run_nowcast(
     tile = max(multiple, OPTIONS["tile_size"] // multiple * multiple)
     overlap = OPTIONS["tile_overlap"]
     size = auto_batch_size(min(h, tile), min(w, tile)) if batch_size == "auto" else int(batch_size)
+    if batch_size == "auto" and getattr(model, "batches_members", False):
+        size = members  # one call per initialisation: the members share its estimation
     rows_init = np.repeat(np.arange(n), members)
     out = np.empty((n * members, steps, h, w), dtype=np.float32)
     generators = _init_generators(seed, n if init_keys is None else init_keys, device)
@@ -229,6 +235,8 @@ def run_nowcast(
         }
         if accepts_mask:
             kwargs["valid"] = torch.from_numpy(valid[rows_init[rows]]).unsqueeze(2).to(device)
+        if geometry and getattr(model, "accepts_geometry", False):
+            kwargs.update(geometry)
         x, _ = pad_to_multiple(x, multiple)
         if "valid" in kwargs:
             kwargs["valid"], _ = pad_to_multiple(kwargs["valid"], multiple)

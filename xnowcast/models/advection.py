@@ -18,7 +18,7 @@ from torch import Tensor
 
 from xnowcast.models.optical_flow import normalized_pixel_size
 
-__all__ = ["departure_points", "semi_lagrangian"]
+__all__ = ["departure_points", "semi_lagrangian", "to_full_resolution", "trajectory_grid"]
 
 
 def _corner_grid(
@@ -35,6 +35,45 @@ def _corner_grid(
     xs = torch.linspace(-1.0 + 1.0 / fine_w, 1.0 - 1.0 / fine_w, width, dtype=dtype, device=device)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack((gx, gy), dim=-1).unsqueeze(0)
+
+
+def trajectory_grid(
+    height: int, width: int, trajectory_scale: int, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """Arrival points of the trajectories integrated for a ``height x width`` field.
+
+    Parameters
+    ----------
+    height, width
+        Size of the advected field.
+    trajectory_scale
+        The grid is about this many times coarser than the field (1: every pixel).
+    dtype, device
+        Of the returned tensor.
+
+    Returns
+    -------
+    Tensor
+        ``(1, h, w, 2)`` in ``grid_sample`` units; :func:`to_full_resolution`
+        interpolates departure points given on it to every pixel of the field.
+    """
+    coarse = (
+        max(2, -(-(height - 1) // trajectory_scale) + 1),
+        max(2, -(-(width - 1) // trajectory_scale) + 1),
+    )
+    if trajectory_scale <= 1 or coarse[0] >= height or coarse[1] >= width:
+        coarse = (height, width)
+    return _corner_grid(*coarse, (height, width), dtype, device)
+
+
+def to_full_resolution(points: Tensor, height: int, width: int) -> Tensor:
+    """Departure points ``(N, 2, h, w)`` on a :func:`trajectory_grid` -> ``(N, H, W, 2)``.
+
+    The result is what ``grid_sample`` takes (a strided view, not copied again).
+    """
+    if tuple(points.shape[-2:]) != (height, width):
+        points = F.interpolate(points, size=(height, width), mode="bilinear", align_corners=True)
+    return points.permute(0, 2, 3, 1)
 
 
 def departure_points(
@@ -137,13 +176,8 @@ def semi_lagrangian(
     pixel = normalized_pixel_size(height, width, dtype, device)
     velocity = flow.to(dtype) * pixel.view(1, 2, 1, 1)  # grid_sample units per step
 
-    coarse = (
-        max(2, -(-(height - 1) // trajectory_scale) + 1),
-        max(2, -(-(width - 1) // trajectory_scale) + 1),
-    )
-    if trajectory_scale <= 1 or coarse[0] >= height or coarse[1] >= width:
-        coarse = (height, width)
-    start = _corner_grid(*coarse, (height, width), dtype, device)
+    start = trajectory_grid(height, width, trajectory_scale, dtype, device)
+    coarse = (start.shape[1], start.shape[2])
     departures, left = departure_points(velocity, steps, start, midpoint)
     # Trajectories that leave the domain and come back are rare: flag them only when
     # there are some (the departure point itself is checked at full resolution).
@@ -157,11 +191,7 @@ def semi_lagrangian(
     for first in range(0, steps, chunk):
         k = min(chunk, steps - first)
         points = departures[:, first : first + k].reshape(n * k, 2, *coarse).contiguous()
-        if coarse != (height, width):
-            points = F.interpolate(
-                points, size=(height, width), mode="bilinear", align_corners=True
-            )
-        points = points.permute(0, 2, 3, 1)  # grid_sample takes the strided view as it is
+        points = to_full_resolution(points, height, width)
 
         def sample(image: Tensor, points: Tensor = points, k: int = k) -> Tensor:
             # One image for all k lead times: a broadcast view, copied only when n > 1.

@@ -9,7 +9,6 @@ input tensor (CPU or GPU) with no host round trip.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -18,7 +17,7 @@ from torch import Tensor, nn
 from xnowcast.errors import ModelError
 from xnowcast.models.advection import semi_lagrangian
 from xnowcast.models.optical_flow import dense_lucas_kanade, rain_intensity
-from xnowcast.models.persistence import check_nowcast_inputs
+from xnowcast.models.persistence import check_nowcast_inputs, config_settings
 
 __all__ = ["CONFIGS", "Extrapolation", "build_extrapolation"]
 
@@ -218,14 +217,4 @@ def build_extrapolation(config: str | dict[str, Any] = "default") -> Extrapolati
     ModelError
         For an unknown name or setting.
     """
-    if isinstance(config, str):
-        if config not in CONFIGS:
-            raise ModelError(
-                f"unknown extrapolation config {config!r}; choose one of {sorted(CONFIGS)}"
-            )
-        settings = copy.deepcopy(CONFIGS[config])
-    elif isinstance(config, dict):
-        settings = dict(config)
-    else:
-        raise ModelError(f"extrapolation config must be a name or a dict, got {type(config)}")
-    return Extrapolation(**settings)
+    return Extrapolation(**config_settings(config, CONFIGS, "extrapolation"))

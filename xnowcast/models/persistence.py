@@ -6,6 +6,7 @@ the deterministic baselines share.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 from xnowcast.errors import ModelError
 
-__all__ = ["Persistence", "build_persistence", "check_nowcast_inputs"]
+__all__ = ["Persistence", "build_persistence", "check_nowcast_inputs", "config_settings"]
 
 
 def check_nowcast_inputs(
@@ -64,6 +65,25 @@ def check_nowcast_inputs(
     if valid is not None:
         valid = valid[:, -input_frames:].to(device=frames.device, dtype=torch.bool)
     return frames, valid
+
+
+def config_settings(
+    config: str | dict[str, Any], configs: dict[str, dict[str, Any]], name: str
+) -> dict[str, Any]:
+    """The settings of a named configuration (a copy), or a dict of overrides as given.
+
+    Raises
+    ------
+    ModelError
+        For an unknown name or a config that is neither a name nor a dict.
+    """
+    if isinstance(config, str):
+        if config not in configs:
+            raise ModelError(f"unknown {name} config {config!r}; choose one of {sorted(configs)}")
+        return copy.deepcopy(configs[config])
+    if isinstance(config, dict):
+        return dict(config)
+    raise ModelError(f"{name} config must be a name or a dict, got {type(config)}")
 
 
 class Persistence(nn.Module):

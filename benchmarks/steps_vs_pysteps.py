@@ -1,0 +1,345 @@
+"""STEPS in torch (xnowcast ``model="steps"``) against pysteps' STEPS, on real radar.
+
+Both systems get the same input in the same run: the last three frames (rain
+rate, mm/h, NaN outside radar range) of a square crop of each event, the same
+motion field (xnowcast's optical flow, so that the comparison is of STEPS
+itself), the same member count and lead times (18 x 5 min). pysteps runs with
+its defaults (nonparametric noise, BPS motion perturbations, incremental mask,
+CDF probability matching, 6 levels) on dB rain rate (threshold 0.1 mm/h, zero
+value -15 dB), as in its STEPS example; xnowcast runs its default config.
+
+Printed per event, pooled over the init times, on the pixels known to the
+observation and to both forecasts:
+
+* CRPS (mm/h) at 30/60/90 min, per pixel and average-pooled to 4 and 16 km,
+  with :func:`xnowcast.verify`;
+* spread/skill at 60 min: ensemble spread ``sqrt(mean variance * (M+1)/M)``
+  over the RMSE of the ensemble mean (1 is calibrated);
+* the rank histogram at 60 min (pixels where the observation or a member has
+  rain, ties broken at random) summarised as the excess of its two outer bins
+  (``U``: > 1 is under-dispersed, a U; < 1 a hump) and its flatness (largest /
+  smallest bin);
+* power-spectrum ratio forecast / observation at 60 min in three wavelength
+  bands (member average);
+* seconds per 8-member forecast (wall clock, median over init times; xnowcast
+  includes its motion estimate, pysteps gets the motion for free).
+
+Usage::
+
+    python benchmarks/steps_vs_pysteps.py [DATA] [--events rmi-20210704 mch-20150515 ...]
+        [--inits 4] [--members 8] [--size 384] [--threads 2] [--speed-sizes 256 384]
+
+``DATA`` holds ``radar/`` (default ``$XNOWCAST_TEST_DATA`` or ``../shared/data``).
+pysteps is needed only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_data = os.environ.get("XNOWCAST_TEST_DATA", str(REPO / ".." / "shared" / "data"))
+    parser.add_argument("data", nargs="?", default=default_data, help="folder holding radar/")
+    parser.add_argument(
+        "--events", nargs="+", default=["rmi-20210704", "mch-20150515", "mch-20160711"]
+    )
+    parser.add_argument("--inits", type=int, default=4, help="init times per event")
+    parser.add_argument("--members", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=18, help="lead times (5 min each)")
+    parser.add_argument("--size", type=int, default=384, help="side of the square crop scored")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for both systems")
+    parser.add_argument(
+        "--speed-sizes", nargs="*", type=int, default=[256], help="extra crop sides timed only"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device for xnowcast")
+    return parser.parse_args(argv)
+
+
+ARGS = _parse_args(None if __name__ == "__main__" else [])
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = str(ARGS.threads)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import xarray as xr  # noqa: E402
+
+sys.path.insert(0, os.environ.get("XNOWCAST_SRC", str(REPO)))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from extrapolation_vs_pysteps import load_event  # noqa: E402
+
+import xnowcast  # noqa: E402
+from xnowcast.metrics.spectral import rapsd, rapsd_wavenumbers  # noqa: E402
+from xnowcast.models.steps import build_steps  # noqa: E402
+
+LEADS = (6, 12, 18)  # 30, 60, 90 min
+SCALES = (1, 4, 16)  # km (1 km grids)
+BANDS = ((2.0, 8.0), (8.0, 32.0), (32.0, 128.0))  # wavelength bands, km
+
+
+def crop_window(frames: np.ndarray, size: int) -> tuple[slice, slice]:
+    """The ``size`` square (on a 64-pixel lattice) with the most rain over the event."""
+    wet = np.nan_to_num(frames) >= 0.1
+    rate = wet.mean(axis=0)
+    best, where = -1.0, (0, 0)
+    for top in range(0, frames.shape[1] - size + 1, 64):
+        for left in range(0, frames.shape[2] - size + 1, 64):
+            score = rate[top : top + size, left : left + size].mean()
+            if score > best:
+                best, where = score, (top, left)
+    return slice(where[0], where[0] + size), slice(where[1], where[1] + size)
+
+
+def xnowcast_forecast(model, frames: np.ndarray, members: int, seed: int, device: str):
+    """``(members, steps, H, W)`` mm/h and wall seconds; also the motion (pixels/step)."""
+    valid = np.isfinite(frames)
+    x = torch.from_numpy(np.where(valid, frames, 0.0).astype(np.float32))[None, :, None]
+    mask = torch.from_numpy(valid)[None, :, None]
+    x, mask = x.expand(members, -1, -1, -1, -1).to(device), mask.expand(members, -1, -1, -1, -1)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model(x, ARGS.steps, valid=mask.to(device), generator=generator)
+        if device != "cpu":
+            torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    with torch.inference_mode():
+        flow = model.flow_model.motion(x[:1].cpu(), mask[:1], full_resolution=True)
+    return out[:, :, 0].cpu().numpy(), seconds, flow[0].numpy().astype(np.float64)
+
+
+def pysteps_forecast(frames: np.ndarray, velocity: np.ndarray, members: int, seed: int):
+    """pysteps STEPS with its defaults on dB rain rate: ``(members, steps, H, W)`` mm/h."""
+    from pysteps import nowcasts
+    from pysteps.utils import transformation
+
+    db, _ = transformation.dB_transform(
+        frames.copy(), {"unit": "mm/h", "transform": None}, threshold=0.1, zerovalue=-15.0
+    )
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        out = nowcasts.get_method("steps")(
+            db,
+            velocity,
+            ARGS.steps,
+            n_ens_members=members,
+            n_cascade_levels=6,
+            precip_thr=-10.0,
+            kmperpixel=1.0,
+            timestep=5,
+            noise_method="nonparametric",
+            vel_pert_method="bps",
+            mask_method="incremental",
+            seed=seed,
+            num_workers=ARGS.threads,
+        )
+    seconds = time.perf_counter() - start
+    rate, _ = transformation.dB_transform(
+        out,
+        {"unit": "mm/h", "transform": "dB", "threshold": -10.0, "zerovalue": -15.0},
+        inverse=True,
+    )
+    rate[rate < 0.1] = 0.0
+    return rate, seconds
+
+
+def as_forecast(values: np.ndarray, init_times: np.ndarray, leads: tuple[int, ...]) -> xr.DataArray:
+    """``(init, member, lead, y, x)`` numpy at lead steps ``leads`` -> a nowcast DataArray."""
+    _, members, _, ny, nx = values.shape
+    lead = (np.array(leads) * np.timedelta64(5, "m")).astype("timedelta64[ns]")
+    da = xr.DataArray(
+        values.transpose(0, 2, 1, 3, 4),
+        dims=("init_time", "lead_time", "member", "y", "x"),
+        coords={
+            "init_time": init_times,
+            "lead_time": lead,
+            "member": np.arange(members),
+            "y": np.arange(ny) * 1000.0,
+            "x": np.arange(nx) * 1000.0,
+        },
+        attrs={"units": "mm/h"},
+    )
+    da.y.attrs.update(units="m", standard_name="projection_y_coordinate", axis="Y")
+    da.x.attrs.update(units="m", standard_name="projection_x_coordinate", axis="X")
+    return da.assign_coords(valid_time=da.init_time + da.lead_time)
+
+
+def as_observations(frames: np.ndarray, times: np.ndarray) -> xr.DataArray:
+    ny, nx = frames.shape[1:]
+    da = xr.DataArray(
+        frames,
+        dims=("time", "y", "x"),
+        coords={"time": times, "y": np.arange(ny) * 1000.0, "x": np.arange(nx) * 1000.0},
+        attrs={"units": "mm/h", "standard_name": "rainfall_rate"},
+    )
+    da.y.attrs.update(units="m", standard_name="projection_y_coordinate", axis="Y")
+    da.x.attrs.update(units="m", standard_name="projection_x_coordinate", axis="X")
+    return da
+
+
+def spread_skill(ens: np.ndarray, obs: np.ndarray) -> float:
+    """Spread / skill of ``(..., members, H, W)`` against ``(..., H, W)`` on finite points."""
+    members = ens.shape[-3]
+    variance = ens.var(axis=-3, ddof=1)
+    error = (ens.mean(axis=-3) - obs) ** 2
+    known = np.isfinite(variance) & np.isfinite(error)
+    spread = np.sqrt(variance[known].mean() * (members + 1) / members)
+    return float(spread / np.sqrt(error[known].mean()))
+
+
+def rank_histogram(ens: np.ndarray, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Relative frequency of the observation's rank among the members (ties at random)."""
+    members = ens.shape[-3]
+    ens = np.moveaxis(ens, -3, -1).reshape(-1, members)
+    obs = obs.reshape(-1)
+    known = np.isfinite(obs) & np.isfinite(ens).all(axis=1)
+    known &= (obs >= 0.1) | (ens >= 0.1).any(axis=1)
+    ens, obs = ens[known], obs[known]
+    below = (ens < obs[:, None]).sum(axis=1)
+    ties = (ens == obs[:, None]).sum(axis=1)
+    rank = below + np.floor(rng.random(obs.size) * (ties + 1)).astype(int)
+    counts = np.bincount(rank, minlength=members + 1)
+    return counts / counts.sum()
+
+
+def band_power_ratio(ens: np.ndarray, obs: np.ndarray) -> list[float]:
+    """Forecast / observed power per wavelength band (fields with NaN set to 0)."""
+    shape = obs.shape[-2:]
+    wavelength = 1.0 / np.maximum(rapsd_wavenumbers(shape), 1e-12)
+    observed = np.mean([rapsd(np.nan_to_num(o)) for o in obs.reshape(-1, *shape)], axis=0)
+    forecast = np.mean([rapsd(np.nan_to_num(f)) for f in ens.reshape(-1, *shape)], axis=0)
+    out = []
+    for low, high in BANDS:
+        band = (wavelength >= low) & (wavelength < high)
+        out.append(float(forecast[band].sum() / observed[band].sum()))
+    return out
+
+
+def run_event(data: Path, name: str, model) -> dict:
+    frames_all = load_event(data, name).astype(np.float32)
+    ys, xs = crop_window(frames_all, ARGS.size)
+    frames = frames_all[:, ys, xs]
+    times = np.arange(frames.shape[0]) * np.timedelta64(5, "m") + np.datetime64("2000-01-01")
+    times = times.astype("datetime64[ns]")
+    steps, members = ARGS.steps, ARGS.members
+    inits = np.unique(np.linspace(2, frames.shape[0] - 1 - steps, ARGS.inits).round().astype(int))
+    ours, theirs, seconds = [], [], {"xnowcast": [], "pysteps": []}
+    for k, init in enumerate(inits):
+        window = frames[init - 2 : init + 1]
+        fc, sec, flow = xnowcast_forecast(model, window, members, ARGS.seed + k, ARGS.device)
+        ours.append(fc)
+        seconds["xnowcast"].append(sec)
+        fc, sec = pysteps_forecast(window, flow, members, ARGS.seed + k)
+        theirs.append(fc)
+        seconds["pysteps"].append(sec)
+        print(
+            f"  {name} init {init}: xnowcast {seconds['xnowcast'][-1]:.1f} s, "
+            f"pysteps {seconds['pysteps'][-1]:.1f} s",
+            flush=True,
+        )
+    ours, theirs = np.stack(ours), np.stack(theirs)
+    observed = np.stack([frames[i + 1 : i + 1 + steps] for i in inits])  # (N, steps, H, W)
+    known = np.isfinite(observed) & np.isfinite(ours).all(axis=1) & np.isfinite(theirs).all(1)
+    observed = np.where(known, observed, np.nan)
+    obs_da = as_observations(frames, times)
+    rng = np.random.default_rng(0)
+    result = {"event": name, "grid": f"{ARGS.size}^2 of {'x'.join(map(str, frames_all.shape[1:]))}"}
+    for system, values in (("xnowcast", ours), ("pysteps", theirs)):
+        values = np.where(known[:, None], values, np.nan)
+        obs_masked = obs_da.copy()
+        per_init = []
+        for n, init in enumerate(inits):  # one init at a time: xskillscore's CRPS copies a lot
+            obs_masked[init + 1 : init + 1 + steps] = observed[n]
+            fc_da = as_forecast(
+                values[n : n + 1][:, :, [k - 1 for k in LEADS]], times[[init]], LEADS
+            )
+            scores = xnowcast.verify(fc_da, obs_masked, metrics=["crps"], scales=list(SCALES))
+            per_init.append(scores.crps)
+        crps = xr.concat(per_init, dim="init").mean("init")
+        at60 = values[:, :, LEADS[1] - 1]  # (N, members, H, W)
+        obs60 = observed[:, LEADS[1] - 1]
+        hist = rank_histogram(at60, obs60, rng)
+        result[system] = {
+            "crps": crps.transpose("scale", "lead_time").values,
+            "spread_skill": spread_skill(at60, obs60),
+            "rank": hist,
+            "U": float((hist[0] + hist[-1]) * (members + 1) / 2),
+            "flat": float(hist.max() / max(hist.min(), 1e-9)),
+            "power": band_power_ratio(at60, obs60),
+            "seconds": float(np.median(seconds[system])),
+        }
+    return result
+
+
+def speed_rows(data: Path, model) -> list[tuple[int, float, float]]:
+    """Seconds per forecast at extra crop sizes (RMI event, one init time)."""
+    rows = []
+    frames_all = load_event(data, "rmi-20210704").astype(np.float32)
+    for size in ARGS.speed_sizes:
+        ys, xs = crop_window(frames_all, size)
+        window = frames_all[10:13, ys, xs]
+        _, ours, flow = xnowcast_forecast(model, window, ARGS.members, 0, ARGS.device)
+        _, theirs = pysteps_forecast(window, flow, ARGS.members, 0)
+        rows.append((size, ours, theirs))
+    return rows
+
+
+def main() -> None:
+    torch.set_num_threads(ARGS.threads)
+    with contextlib.redirect_stdout(io.StringIO()):
+        import pysteps  # noqa: F401  (prints its configuration banner on import)
+    data = Path(ARGS.data).resolve()
+    model = build_steps("default").to(ARGS.device)
+    print(
+        f"{ARGS.members} members, {ARGS.steps} x 5 min, {ARGS.inits} init times per event, "
+        f"{ARGS.threads} CPU threads, device {ARGS.device}, load average at start "
+        f"{os.getloadavg()[0]:.1f}; torch {torch.__version__}, pysteps {importlib.metadata.version('pysteps')}"
+    )
+    xnowcast_forecast(model, np.zeros((3, 64, 64), np.float32) + 1.0, 2, 0, ARGS.device)  # warm-up
+    results = [run_event(data, name, model) for name in ARGS.events]
+    head = (
+        f"{'event':<14} {'system':<9} | CRPS 30/60/90 min: {'1 km':^17} {'4 km':^17} "
+        f"{'16 km':^17} | spr/skl | rank U  flat | power 2-8/8-32/32-128 km | s/fc"
+    )
+    print(head)
+    print("-" * len(head))
+    for row in results:
+        for system in ("xnowcast", "pysteps"):
+            r = row[system]
+            crps = " ".join(" ".join(f"{v:5.3f}" for v in scale) for scale in r["crps"])
+            power = "/".join(f"{v:.2f}" for v in r["power"])
+            print(
+                f"{row['event']:<14} {system:<9} | {crps} | {r['spread_skill']:7.2f} | "
+                f"{r['U']:6.2f} {r['flat']:4.1f} | {power:^24} | {r['seconds']:5.1f}"
+            )
+        ratio = row["xnowcast"]["crps"] / row["pysteps"]["crps"]
+        print(
+            f"{'':<14} {'ratio':<9} | "
+            + " ".join(" ".join(f"{v:5.3f}" for v in scale) for scale in ratio)
+            + f" | speed-up {row['pysteps']['seconds'] / row['xnowcast']['seconds']:.1f}x"
+        )
+    for row in results:
+        for system in ("xnowcast", "pysteps"):
+            hist = " ".join(f"{v:.3f}" for v in row[system]["rank"])
+            print(f"rank histogram 60 min {row['event']:<14} {system:<9}: {hist}")
+    for size, ours, theirs in speed_rows(data, model):
+        print(
+            f"speed {size}x{size}, {ARGS.members} members, {ARGS.steps} steps: xnowcast "
+            f"{ours:.2f} s, pysteps {theirs:.2f} s, speed-up {theirs / ours:.1f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
