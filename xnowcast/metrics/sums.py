@@ -429,6 +429,10 @@ def score_sums(
         fc = fc.expand_dims({member: 1})
     lazy = fc.chunks is not None or observations.chunks is not None
     fc, observations = whole_fields((fc, observations), (member, ydim, xdim))
+    if lazy:  # the observations in the forecast's chunks: one task per forecast chunk
+        chunks = dict(zip(fc.dims, fc.data.chunks, strict=True))
+        shared = {d: chunks[d] for d in observations.dims if d in chunks}
+        observations = observations.chunk(shared)
     threads = 1 if lazy else CPU_COUNT  # on dask, the scheduler runs chunks in parallel
     sums = xr.apply_ufunc(
         field_sums,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from xnowcast import conventions as cv
@@ -64,14 +65,45 @@ def align_observations(
             f"from {_fmt(wanted[0])} to {_fmt(wanted[-1])}, the observations cover "
             f"{_fmt(times.min())} to {_fmt(times.max())}."
         )
-    obs = obs.assign_coords({tdim: times}).reindex({tdim: wanted})
-    picked = obs.sel({tdim: valid.astype("datetime64[ns]").variable})
-    picked = picked.drop_vars([tdim], errors="ignore")
+    obs = obs.assign_coords({tdim: times})
+    index = valid.astype("datetime64[ns]").variable
+    if obs.chunks is None:
+        obs = obs.reindex({tdim: wanted})
+    picked = _pick(obs, tdim, index)
     for name in (cv.INIT_TIME, cv.LEAD_TIME, cv.VALID_TIME):
         if name in forecast.coords:
             picked = picked.assign_coords({name: forecast[name]})
     dims = [d for d in forecast.dims if d != cv.MEMBER]
     return picked.transpose(*dims)
+
+
+def _pick(obs: xr.DataArray, tdim: Hashable, index: xr.Variable) -> xr.DataArray:
+    """``obs`` at the times ``index`` (any dims), which replace the time dim.
+
+    On dask, each row of the index (the lead times of one init time) that is a
+    run of consecutive observation times is a slice, so that every output
+    chunk reads only the observation chunks it needs (fancy indexing would
+    shuffle the whole time axis); other rows are taken by label.
+    """
+    if obs.chunks is None or index.ndim not in (1, 2):
+        return obs.sel({tdim: index}).drop_vars([tdim], errors="ignore")
+    positions = pd.Index(obs[tdim].values).get_indexer(index.values.ravel())
+    positions = positions.reshape(index.shape)
+    if index.ndim == 1:
+        return _row(obs, tdim, positions, index.dims[0])
+    rows = [_row(obs, tdim, row, index.dims[1]) for row in positions]
+    return xr.concat(rows, dim=index.dims[0], coords="minimal", compat="override")
+
+
+def _row(obs: xr.DataArray, tdim: Hashable, positions: np.ndarray, dim: Hashable) -> xr.DataArray:
+    if positions.size and (positions >= 0).all() and (np.diff(positions) == 1).all():
+        part = obs.isel({tdim: slice(int(positions[0]), int(positions[-1]) + 1)})
+    else:
+        part = obs.isel({tdim: np.maximum(positions, 0)})
+        part = part.where(xr.DataArray(positions >= 0, dims=tdim))
+    # one chunk per row: rows of different chunks would be re-cut to a common grid,
+    # which ties every output chunk to the whole time axis
+    return part.drop_vars([tdim], errors="ignore").rename({tdim: dim}).chunk({dim: -1})
 
 
 def lead_step(fc: xr.DataArray) -> np.timedelta64 | None:
