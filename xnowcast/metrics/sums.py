@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -109,70 +110,68 @@ def scores_from_sums(
     ``threshold`` and ``window`` dims.  A score with a zero denominator is NaN
     (no warning).
     """
-    out: dict[str, xr.DataArray] = {}
     names = list(names)
+    values = sums.data  # numpy or dask: the maths below work on both
+    position = {name: i for i, name in enumerate(plan.names)}
+    lead_dims = sums.dims[:-1]
+    coords = {k: v for k, v in sums.coords.items() if TERM_DIM not in v.dims}
 
-    def term(name: str) -> xr.DataArray:
-        return sums.sel({TERM_DIM: name}, drop=True)
+    def term(name: str) -> Any:
+        return values[..., position[name]]
 
-    def stack(rows: list[list[xr.DataArray]], dims: tuple[str, str]) -> xr.DataArray:
-        return xr.concat([xr.concat(r, dims[1], coords="minimal") for r in rows], dims[0])
+    def wrap(grid: list[list[Any]], dims: tuple[str, str]) -> xr.DataArray:
+        stacked = np.stack([np.stack(row, axis=-1) for row in grid], axis=-2)
+        return xr.DataArray(stacked, dims=(*lead_dims, *dims), coords=coords)
 
+    out: dict[str, xr.DataArray] = {}
     categorical = [n for n in names if n in _CATEGORICAL]
-    if categorical:
-        per_name: dict[str, list[list[xr.DataArray]]] = {n: [] for n in categorical}
-        for k in range(len(plan.thresholds)):
-            rows: dict[str, list[xr.DataArray]] = {n: [] for n in categorical}
-            for s in range(len(plan.scales)):
-                n = term(f"pairs/{s}")
-                f, o, a = (term(f"{t}/{s}/{k}") for t in EVENT_TERMS)
-                table = _Table(a, f - a, o - a, n - f - o + a)
-                for name in categorical:
-                    rows[name].append(_CATEGORICAL[name](table))
-            for name in categorical:
-                per_name[name].append(rows[name])
+    grids: dict[str, list[list[Any]]] = {n: [] for n in categorical}
+    for k in range(len(plan.thresholds) if categorical else 0):
         for name in categorical:
-            out[name] = stack(per_name[name], ("threshold", "scale"))
-    errors = [n for n in names if n in _ERRORS]
-    if errors:
-        for name in errors:
-            values = []
-            for s in range(len(plan.scales)):
-                n = term(f"pairs/{s}")
-                total, absolute, squared = (term(f"{t}/{s}") for t in ERROR_TERMS)
-                values.append(
-                    _ERRORS[name](_ratio(total, n), _ratio(absolute, n), _ratio(squared, n))
-                )
-            out[name] = xr.concat(values, "scale", coords="minimal")
+            grids[name].append([])
+        for s in range(len(plan.scales)):
+            n = term(f"pairs/{s}")
+            f, o, a = (term(f"{t}/{s}/{k}") for t in EVENT_TERMS)
+            table = _Table(a, f - a, o - a, n - f - o + a)
+            for name in categorical:
+                grids[name][-1].append(_CATEGORICAL[name](table))
+    for name in categorical:
+        out[name] = wrap(grids[name], ("threshold", "scale"))
+    for name in (n for n in names if n in _ERRORS):
+        row = []
+        for s in range(len(plan.scales)):
+            n = term(f"pairs/{s}")
+            means = [_ratio(term(f"{t}/{s}"), n) for t in ERROR_TERMS]
+            row.append(_ERRORS[name](*means))
+        out[name] = wrap([row], ("_", "scale")).isel(_=0, drop=True)
     if "fss" in names:
-        rows_fss = []
+        grid = []
         for k in range(len(plan.thresholds)):
-            row = []
+            grid.append([])
             for w in range(len(plan.windows)):
                 f2, o2, fo = (term(f"{t}/{k}/{w}") for t in FSS_TERMS)
                 power = f2 + o2
-                row.append((1.0 - _ratio(power - 2.0 * fo, power)).clip(0.0, 1.0))
-            rows_fss.append(row)
-        out["fss"] = stack(rows_fss, ("threshold", "window"))
+                grid[-1].append(np.clip(1.0 - _ratio(power - 2.0 * fo, power), 0.0, 1.0))
+        out["fss"] = wrap(grid, ("threshold", "window"))
     return out
 
 
-def _ratio(numerator: xr.DataArray, denominator: xr.DataArray) -> xr.DataArray:
+def _ratio(numerator: Any, denominator: Any) -> Any:
     """``numerator / denominator``, NaN where the denominator is 0 (no warning)."""
-    return numerator / denominator.where(denominator != 0)
+    return numerator / np.where(denominator != 0, denominator, np.nan)
 
 
 @dataclass(frozen=True)
 class _Table:
     """A 2x2 contingency table: hits, false alarms, misses, correct negatives."""
 
-    a: xr.DataArray
-    b: xr.DataArray
-    c: xr.DataArray
-    d: xr.DataArray
+    a: Any
+    b: Any
+    c: Any
+    d: Any
 
 
-def _hss(t: _Table) -> xr.DataArray:
+def _hss(t: _Table) -> Any:
     # xskillscore's (multi-category) Heidke score, in counts
     n = t.a + t.b + t.c + t.d
     correct = _ratio(t.a + t.d, n)
@@ -180,7 +179,7 @@ def _hss(t: _Table) -> xr.DataArray:
     return _ratio(correct - chance, 1.0 - chance)
 
 
-def _ets(t: _Table) -> xr.DataArray:
+def _ets(t: _Table) -> Any:
     n = t.a + t.b + t.c + t.d
     random_hits = _ratio((t.a + t.c) * (t.a + t.b), n)
     return _ratio(t.a - random_hits, t.a + t.b + t.c - random_hits)

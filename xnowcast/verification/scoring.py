@@ -162,7 +162,7 @@ def verify(
         "ssim_window": ssim_window,
         "ssim_data_range": ssim_data_range,
     }
-    if not isinstance(forecast, Mapping):
+    if isinstance(forecast, (xr.DataArray, xr.Dataset)) or not isinstance(forecast, Mapping):
         return _verify_one(forecast, observations, **options)
     if not forecast:
         raise MetricError("No forecast to score: pass {'name': forecast, ...}.")
