@@ -171,7 +171,9 @@ def cluster_table(data: Path, inits: int, folder: Path) -> list[tuple]:
 
 
 def _load(path: Path, index: dict, copy: int) -> np.ndarray:  # ``copy`` makes each key unique
-    with xr.open_dataarray(path) as da:
+    from xarray.backends.locks import HDF5_LOCK  # HDF5 reads are not thread-safe
+
+    with HDF5_LOCK, xr.open_dataarray(path, lock=False) as da:
         return da.isel(index).values
 
 

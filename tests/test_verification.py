@@ -281,19 +281,21 @@ def rmi_ensemble(rmi):
     return fc, obs
 
 
-def test_one_pass_scores_equal_xskillscore_and_numpy_on_real_data(rmi_ensemble):
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_one_pass_scores_equal_xskillscore_and_numpy_on_real_data(rmi_ensemble, pooling):
     import xskillscore as xs
 
     fc, obs = rmi_ensemble
     names = ["csi", "hss", "pod", "far", "fbias", "ets", "mae", "mse", "rmse", "bias"]
-    scores = verify(fc, obs, names, thresholds=[0.5, 4, 8], scales=[1, 4])
+    scores = verify(fc, obs, names, thresholds=[0.5, 4, 8], scales=[1, 4], pooling=pooling)
+    block = np.mean if pooling == "avg" else np.max
     pair_ok = fc.notnull().all("member") & align_observations(fc, obs).notnull()
     methods = {"csi": "threat_score", "hss": "heidke_score", "pod": "hit_rate"}
     methods |= {"far": "false_alarm_ratio", "fbias": "bias_score", "ets": "equit_threat_score"}
     dims = ["init_time", "member", "y", "x"]
     for scale in (1, 4):
-        f = fc.where(pair_ok).coarsen(y=scale, x=scale).reduce(np.mean)  # NaN propagates
-        o = align_observations(fc, obs).where(pair_ok).coarsen(y=scale, x=scale).reduce(np.mean)
+        f = fc.where(pair_ok).coarsen(y=scale, x=scale).reduce(block)  # NaN propagates
+        o = align_observations(fc, obs).where(pair_ok).coarsen(y=scale, x=scale).reduce(block)
         f, o = xr.broadcast(f, o)
         for thr in (0.5, 4.0, 8.0):
             edges = np.array([-np.inf, thr, np.inf])

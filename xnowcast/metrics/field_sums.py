@@ -26,6 +26,7 @@ How the pass is cheap:
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -132,7 +133,7 @@ def field_sums(
     flat_out = out.reshape(-1, len(plan.names))
 
     def run(indices: range) -> None:
-        scratch = _Scratch()
+        scratch = _thread_scratch()
         for i in indices:
             _Pair(flat_fc[i], flat_obs[i], plan, scratch).fill(flat_out[i])
 
@@ -144,6 +145,17 @@ def field_sums(
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(run, [range(k, n, threads) for k in range(threads)]))
     return out
+
+
+_PER_THREAD = threading.local()
+
+
+def _thread_scratch() -> _Scratch:
+    """This thread's scratch space, kept between calls (dask calls once per chunk)."""
+    scratch = getattr(_PER_THREAD, "scratch", None)
+    if scratch is None:
+        scratch = _PER_THREAD.scratch = _Scratch()
+    return scratch
 
 
 class _Scratch:

@@ -32,6 +32,8 @@ from xnowcast.metrics.field_sums import ERROR_TERMS, EVENT_TERMS, FSS_TERMS, Sum
 __all__ = ["SumsPlan", "field_sums", "score_sums", "scores_from_sums"]
 
 TERM_DIM = "score_term"
+#: Fields (along the last loop dim, e.g. lead times) scored by one dask task.
+FIELDS_PER_TASK = 3
 
 
 # ------------------------------------------------------------------------ xarray layer
@@ -77,7 +79,13 @@ def score_sums(
         fc = fc.expand_dims({member: 1})
     lazy = fc.chunks is not None or observations.chunks is not None
     fc, observations = whole_fields((fc, observations), (member, ydim, xdim))
-    if lazy:  # the observations in the forecast's chunks: one task per forecast chunk
+    if lazy:
+        # a few fields per task, so that every thread has fields to score and none
+        # reads further chunks ahead (which the threaded scheduler does while a
+        # thread waits); then the observations in the forecast's chunks
+        loop = [d for d in fc.dims if d not in (member, ydim, xdim)]
+        if loop:
+            fc = fc.chunk({loop[-1]: FIELDS_PER_TASK})
         chunks = dict(zip(fc.dims, fc.data.chunks, strict=True))
         shared = {d: chunks[d] for d in observations.dims if d in chunks}
         observations = observations.chunk(shared)
