@@ -133,10 +133,19 @@ def eager_table(data: Path, inits: int, repeats: int, reference: bool) -> list[t
     ]
 
 
-def _worker_rss(dask_worker) -> float:  # runs on a worker
-    import resource
+def peak_rss() -> float:
+    """This process's peak resident memory in MiB (``VmHWM``).
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    Not ``ru_maxrss``: Linux carries it across ``exec``, so a process started
+    by a large parent would report the parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        line = next(r for r in f if r.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024.0
+
+
+def _worker_rss(dask_worker) -> float:  # runs on a worker
+    return peak_rss()
 
 
 def cluster_table(data: Path, inits: int, folder: Path) -> list[tuple]:
@@ -203,8 +212,6 @@ def _streamed(path: Path, dim: str, copies: int, chunk: int, shift: np.timedelta
 
 def long_hindcast(data: Path, inits: int, folder: Path) -> None:
     """Child process: score ``inits`` init times lazily, print seconds and peak RSS."""
-    import resource
-
     import dask
 
     from xnowcast.verification import verify
@@ -224,7 +231,7 @@ def long_hindcast(data: Path, inits: int, folder: Path) -> None:
         scores = verify(long_fc, long_obs, metrics=METRICS, thresholds=THRESHOLDS).compute()
     seconds = time.perf_counter() - start
     assert np.isfinite(scores.csi.values).all()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss() / 1024.0
     print(f"RESULT {inits} {size:.2f} {seconds:.1f} {peak:.2f}")
 
 
