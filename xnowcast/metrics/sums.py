@@ -80,9 +80,9 @@ def score_sums(
     lazy = fc.chunks is not None or observations.chunks is not None
     fc, observations = whole_fields((fc, observations), (member, ydim, xdim))
     if lazy:
-        # a few fields per task, so that every thread has fields to score and none
-        # reads further chunks ahead (which the threaded scheduler does while a
-        # thread waits); then the observations in the forecast's chunks
+        # a few fields per task, so that every thread has fields to score (rather
+        # than one scoring a whole init time while the others read further chunks
+        # ahead); then the observations in the forecast's chunks
         loop = [d for d in fc.dims if d not in (member, ydim, xdim)]
         if loop:
             fc = fc.chunk({loop[-1]: FIELDS_PER_TASK})
