@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import numpy as np
 import pytest
@@ -261,3 +263,162 @@ def test_real_event_csi_equals_pysteps_on_the_known_pairs(rmi_persistence_scores
             got = scores.sel(threshold=thr).isel(lead_time=i, scale=0, window=0)
             assert float(got.csi) == pytest.approx(ref["CSI"], rel=1e-9)
             assert float(got.hss) == pytest.approx(ref["HSS"], rel=1e-9)
+
+
+# ------------------------------------------- one pass per field: equal to the references
+
+
+@pytest.fixture(scope="module")
+def rmi_ensemble(rmi):
+    """A 2-member real forecast (persistence, and persistence moved by 3 cells) of 2 inits x 4
+    leads on a 256 x 256 crop holding rain and missing cells."""
+    obs = rmi.precipitation.isel(y=slice(150, 406), x=slice(150, 406))
+    fc = persistence(obs, [6, 18], steps=4, members=2)
+    moved = fc.isel(member=1).shift(x=3)
+    fc = xr.concat([fc.isel(member=0), moved], "member").transpose(*fc.dims)
+    fc.attrs = dict(obs.attrs)
+    assert np.isnan(obs).any() and (obs >= 8).any()
+    return fc, obs
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_one_pass_scores_equal_xskillscore_and_numpy_on_real_data(rmi_ensemble, pooling):
+    import xskillscore as xs
+
+    fc, obs = rmi_ensemble
+    names = ["csi", "hss", "pod", "far", "fbias", "ets", "mae", "mse", "rmse", "bias"]
+    scores = verify(fc, obs, names, thresholds=[0.5, 4, 8], scales=[1, 4], pooling=pooling)
+    block = np.mean if pooling == "avg" else np.max
+    pair_ok = fc.notnull().all("member") & align_observations(fc, obs).notnull()
+    methods = {"csi": "threat_score", "hss": "heidke_score", "pod": "hit_rate"}
+    methods |= {"far": "false_alarm_ratio", "fbias": "bias_score", "ets": "equit_threat_score"}
+    dims = ["init_time", "member", "y", "x"]
+    for scale in (1, 4):
+        f = fc.where(pair_ok).coarsen(y=scale, x=scale).reduce(block)  # NaN propagates
+        o = align_observations(fc, obs).where(pair_ok).coarsen(y=scale, x=scale).reduce(block)
+        f, o = xr.broadcast(f, o)
+        for thr in (0.5, 4.0, 8.0):
+            edges = np.array([-np.inf, thr, np.inf])
+            table = xs.Contingency(o, f, edges, edges, dim=dims)
+            for name, method in methods.items():
+                got = scores[name].sel(threshold=thr, scale=scale)
+                ref = getattr(table, method)()
+                np.testing.assert_allclose(got, ref, rtol=1e-12, err_msg=f"{name} {thr} {scale}")
+        error = (f.astype(np.float64) - o).values
+        known = np.isfinite(error)
+        axes = (0, 2, 3, 4)
+        count = known.sum(axis=axes)
+        mean = np.where(known, error, 0).sum(axis=axes) / count
+        mse = np.where(known, error**2, 0).sum(axis=axes) / count
+        mae = np.where(known, np.abs(error), 0).sum(axis=axes) / count
+        np.testing.assert_allclose(scores.bias.sel(scale=scale), mean, rtol=1e-12)
+        np.testing.assert_allclose(scores.mse.sel(scale=scale), mse, rtol=1e-12)
+        np.testing.assert_allclose(scores.mae.sel(scale=scale), mae, rtol=1e-12)
+        np.testing.assert_allclose(scores.rmse.sel(scale=scale), np.sqrt(mse), rtol=1e-12)
+
+
+@pytest.mark.parametrize("window", [1, 5, 12])
+def test_one_pass_fss_equals_scores_fss_2d_on_real_data(rmi_ensemble, window):
+    from scores.spatial import fss_2d
+
+    fc, obs = rmi_ensemble
+    fc = fc.isel(member=0, y=slice(60, 256))  # scores' fss_2d knows no missing cells
+    assert fc.notnull().all()
+    got = verify(fc, obs, ["fss"], thresholds=[0.5, 8], fss_window=window).fss
+    aligned = align_observations(fc, obs)
+    for thr in (0.5, 8.0):
+        ref = fss_2d(
+            fc, aligned, event_threshold=thr, window_size=(window, window),
+            spatial_dims=("y", "x"), threshold_operator=np.greater_equal,
+            preserve_dims=["lead_time"],
+        )  # fmt: skip
+        np.testing.assert_allclose(got.sel(threshold=thr, window=window), ref, rtol=1e-12)
+
+
+def test_one_pass_fss_with_missing_cells_and_zero_padding_equals_the_array_scores(rmi_ensemble):
+    from xnowcast import metrics as m
+
+    fc, obs = rmi_ensemble
+    aligned = align_observations(fc, obs)
+    known = fc.notnull().all("member") & aligned.notnull()
+    for padding in ("valid", "zeros"):
+        got = verify(fc, obs, ["fss"], thresholds=[4], fss_window=[3, 7], fss_padding=padding)
+        for window in (3, 7):
+            ref = m.fss(
+                fc.where(known), aligned.where(known), 4.0, window,
+                dim=["init_time", "member"], padding=padding,
+            )  # fmt: skip
+            np.testing.assert_allclose(got.fss.sel(threshold=4, window=window), ref, rtol=1e-12)
+
+
+def test_lazy_scores_leak_no_warnings_and_undefined_scores_are_nan(rmi_ensemble):
+    fc, obs = rmi_ensemble
+    lazy_fc = fc.chunk({"init_time": 1, "y": 128})
+    lazy_obs = obs.chunk({"time": 3})
+    names = ["csi", "hss", "pod", "far", "fbias", "ets", "fss", "mae", "crps"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lazy = verify(lazy_fc, lazy_obs, names, thresholds=[1, 1000]).compute()
+    eager = verify(fc, obs, names, thresholds=[1, 1000])
+    xr.testing.assert_allclose(lazy, eager, rtol=1e-12)
+    # no event at 1000 mm/h anywhere: the scores are undefined (NaN), not 0 and not a warning
+    for name in ("csi", "pod", "far", "fss"):
+        assert np.isnan(lazy[name].sel(threshold=1000)).all(), name
+    assert np.isfinite(lazy.csi.sel(threshold=1)).all()
+
+
+# ------------------------------------- reflectivity, km lengths, common pixels, provenance
+
+
+def test_errors_and_crps_of_reflectivity_are_computed_in_rain_rate(storm):
+    fc = persistence(storm, [2, 5], steps=3, members=2)
+    fc = fc * xr.DataArray([1.0, 1.3], dims="member")
+    fc.attrs = dict(storm.attrs)
+    assert (fc == 0).any()  # no rain: -inf dBZ
+    names = ["mae", "mse", "rmse", "bias", "crps", "csi"]
+    in_dbz = verify(convert_dataarray(fc, "dBZ"), convert_dataarray(storm, "dBZ"), names,
+                    thresholds=["1 mm/h"])  # fmt: skip
+    in_rate = verify(fc, storm, names, thresholds=[1])
+    for name in ["mae", "mse", "rmse", "bias", "crps"]:
+        assert np.isfinite(in_dbz[name]).all(), name
+        np.testing.assert_allclose(in_dbz[name], in_rate[name], rtol=1e-5, err_msg=name)
+        assert in_dbz[name].attrs["units"] == metric_info(name).result_units("mm h-1"), name
+        assert "rain rate" in in_dbz[name].attrs["comment"]
+    np.testing.assert_allclose(in_dbz.csi, in_rate.csi, rtol=1e-12)
+
+
+def test_lengths_within_a_tenth_of_a_percent_of_whole_kilometres(storm):
+    fmi_like = storm.assign_coords(x=storm.x * 0.999674, y=storm.y * 0.999674)
+    fc = persistence(fmi_like, [2], steps=2)
+    in_km = verify(fc, fmi_like, ["csi", "fss"], scales=["4 km"], fss_window="9 km")
+    in_cells = verify(fc, fmi_like, ["csi", "fss"], scales=[4], fss_window=9)
+    xr.testing.assert_identical(in_km.drop_attrs(), in_cells.drop_attrs())
+    with pytest.raises(MetricError, match="whole number of cells"):
+        verify(fc, fmi_like, ["fss"], fss_window="9.5 km")
+
+
+def test_several_forecasts_are_scored_on_the_same_pixels(storm):
+    fc = persistence(storm, [2, 5], steps=3)
+    holed_a = fc.where(fc.x > fc.x[8])  # system a misses the west
+    holed_b = (fc * 1.1).where(fc.y > fc.y[10])  # system b misses the south
+    holed_b.attrs = dict(fc.attrs)
+    names = ["csi", "mae", "fss", "crps"]
+    both = verify({"a": holed_a, "b": holed_b}, storm, names)
+    assert set(both) == {"a", "b"}
+    common = holed_a.notnull() & holed_b.notnull()
+    xr.testing.assert_allclose(both["a"], verify(holed_a.where(common), storm, names))
+    xr.testing.assert_allclose(both["b"], verify(holed_b.where(common), storm, names))
+    assert "a, b" in both["a"].attrs["common_mask"]
+    apart = verify({"a": holed_a, "b": holed_b}, storm, names, common_mask=False)
+    xr.testing.assert_allclose(apart["a"], verify(holed_a, storm, names))
+    assert not np.allclose(apart["a"].mae, both["a"].mae)
+
+
+def test_scores_record_the_forecast_model_and_weights():
+    import xnowcast
+
+    obs = xnowcast.open_dataset("sample").precipitation.isel(y=slice(0, 64), x=slice(0, 64))
+    fc = obs.nowcast.predict(model="persistence", steps=2, init_time=obs.time[4], progress=False)
+    scores = verify(fc, obs, ["mae"])
+    assert scores.attrs["forecast_model"] == "persistence"
+    assert scores.attrs["forecast_weights"] == fc.attrs["xnowcast_weights"]

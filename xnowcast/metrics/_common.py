@@ -6,7 +6,7 @@ from collections.abc import Hashable, Iterable
 
 import xarray as xr
 
-__all__ = ["as_dims", "joint_mask", "mask_pair"]
+__all__ = ["as_dims", "joint_mask", "mask_pair", "whole_fields"]
 
 
 def as_dims(dim: Hashable | Iterable[Hashable] | None) -> list[Hashable]:
@@ -37,3 +37,11 @@ def mask_pair(
     """
     ok = joint_mask(forecast, observations, member_dim)
     return forecast.where(ok), observations.where(ok)
+
+
+def whole_fields(arrays: Iterable[xr.DataArray], dims: Iterable[Hashable]) -> list[xr.DataArray]:
+    """The arrays with ``dims`` in one chunk when any is dask-backed (for per-field maths)."""
+    arrays = list(arrays)
+    if all(a.chunks is None for a in arrays):
+        return arrays
+    return [a.chunk({d: -1 for d in dims if d in a.dims}) for a in arrays]

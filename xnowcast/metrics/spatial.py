@@ -45,7 +45,7 @@ import numpy as np
 import xarray as xr
 from scipy.ndimage import uniform_filter
 
-from xnowcast.metrics._common import as_dims
+from xnowcast.metrics._common import as_dims, whole_fields
 from xnowcast.metrics.registry import MetricError
 
 __all__ = ["FSS_TERMS", "fss", "fss_from_terms", "fss_terms", "fss_terms_array", "pool"]
@@ -144,10 +144,7 @@ def fss_terms(
     their chunks).  Add the terms over any dims, then call :func:`fss_from_terms`.
     """
     ydim, xdim = spatial_dims
-    fc, ob = xr.broadcast(forecast, observations)
-    if fc.chunks is not None or ob.chunks is not None:
-        fc = fc.chunk({ydim: -1, xdim: -1})
-        ob = ob.chunk({ydim: -1, xdim: -1})
+    fc, ob = whole_fields(xr.broadcast(forecast, observations), spatial_dims)
     out = xr.apply_ufunc(
         fss_terms_array,
         fc,
