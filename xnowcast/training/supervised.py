@@ -36,7 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from xnowcast.training.pairs import STATIC_NAMES, PairSet, load_rain_rate, make_pairs
+from xnowcast.training.pairs import (
+    STATIC_NAMES,
+    PairSet,
+    dihedral,
+    load_rain_rate,
+    make_pairs,
+)
 
 __all__ = [
     "DEFAULT_EVENTS",
@@ -113,22 +119,8 @@ def masked_mse(pred: Any, target: Any, mask: Any) -> Any:
 
 
 def _augment(batch: tuple, generator: Any) -> tuple:
-    """The same random flip / rotation / time reversal applied to every tensor of a batch."""
-    import torch
-
-    coarse, fine, mask, static = batch
-    k = int(torch.randint(4, (1,), generator=generator))
-    flip = bool(torch.randint(2, (1,), generator=generator))
-    reverse = bool(torch.randint(2, (1,), generator=generator))
-
-    def spatial(x: Any) -> Any:
-        x = torch.rot90(x, k, dims=(-2, -1))
-        return torch.flip(x, dims=(-1,)) if flip else x
-
-    out = [spatial(coarse), spatial(fine), spatial(mask), spatial(static)]
-    if reverse:
-        out[:3] = [torch.flip(x, dims=(1,)) for x in out[:3]]
-    return tuple(t.contiguous() for t in out)
+    """The same random rotation / flip / time reversal applied to every tensor of a batch."""
+    return dihedral((*batch, None), generator)[:4]
 
 
 def _subcrop(batch: tuple, size: int, factor: int, generator: Any) -> tuple:
