@@ -39,10 +39,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xnowcast.errors import ModelError
-from xnowcast.models.advection import semi_lagrangian
+from xnowcast.models.advection import _corner_grid, departure_points
 from xnowcast.models.extrapolation import _FLOW_KEYS as _LK_KEYS
 from xnowcast.models.interpolation import DownscaleModel, check_factors, resolve_config
-from xnowcast.models.optical_flow import dense_lucas_kanade, rain_intensity
+from xnowcast.models.optical_flow import (
+    dense_lucas_kanade,
+    normalized_pixel_size,
+    rain_intensity,
+)
 
 __all__ = [
     "FLOW_CONFIGS",
@@ -74,7 +78,7 @@ FLOW_CONFIGS: dict[str, dict[str, Any]] = {
         "flow_smooth_sigma": 8.0,
         "margin": 0,
         "edge_margin": 1,
-        "backprojection": 3,
+        "backprojection": 1,
         "trajectory_scale": 4,
     },
 }
@@ -161,6 +165,47 @@ def pair_flows(frames: Tensor, config: dict[str, Any]) -> Tensor:
     return flow.view(b, t - 1, 2, *flow.shape[-2:])
 
 
+def warp_back(fields: Tensor, flow: Tensor, trajectory_scale: int = 4) -> tuple[Tensor, Tensor]:
+    """Each field taken at the departure point of a one-step backward trajectory along ``flow``.
+
+    The semi-Lagrangian step of :func:`~xnowcast.models.advection.semi_lagrangian`
+    (midpoint velocity, trajectories on a grid ``trajectory_scale`` times coarser,
+    departure points interpolated to every pixel), without its mask bookkeeping.
+
+    Parameters
+    ----------
+    fields
+        ``(N, C, H, W)``.
+    flow
+        ``(N, 2, h, w)`` displacement per step in pixels of ``fields`` (any grid).
+
+    Returns
+    -------
+    tuple of Tensor
+        The warped fields ``(N, C, H, W)`` and a boolean ``(N, 1, H, W)``: True where
+        the departure point lies inside the domain.
+    """
+    height, width = fields.shape[-2:]
+    pixel = normalized_pixel_size(height, width, fields.dtype, fields.device)
+    velocity = flow.to(fields.dtype) * pixel.view(1, 2, 1, 1)
+    coarse = (
+        max(2, -(-(height - 1) // trajectory_scale) + 1),
+        max(2, -(-(width - 1) // trajectory_scale) + 1),
+    )
+    if trajectory_scale <= 1 or coarse[0] >= height or coarse[1] >= width:
+        coarse = (height, width)
+    start = _corner_grid(*coarse, (height, width), fields.dtype, fields.device)
+    points = departure_points(velocity, 1, start)[0][:, 0]
+    if coarse != (height, width):
+        points = F.interpolate(points, size=(height, width), mode="bilinear", align_corners=True)
+    points = points.permute(0, 2, 3, 1)
+    inside = (points.abs() <= 1.0).all(dim=-1).unsqueeze(1)
+    warped = F.grid_sample(
+        fields, points, mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return warped, inside
+
+
 def interpolate_along_flow(
     fine: Tensor, flows: Tensor, time_factor: int, trajectory_scale: int = 4
 ) -> Tensor:
@@ -192,13 +237,21 @@ def interpolate_along_flow(
     inserted = []
     for j in range(1, time_factor):
         s = j / time_factor
-        a = semi_lagrangian(first, flow * s, 1, trajectory_scale=trajectory_scale)[:, 0]
-        z = semi_lagrangian(second, flow * (s - 1), 1, trajectory_scale=trajectory_scale)[:, 0]
-        a_known, z_known = torch.isfinite(a), torch.isfinite(z)
-        blend = (1 - s) * a.nan_to_num() + s * z.nan_to_num()
-        linear = (1 - s) * first + s * second
+        # both neighbours in one call: the earlier one back along s*u, the later one
+        # forward along (1-s)*u
+        warped, inside = warp_back(
+            torch.cat([first, second]), torch.cat([flow * s, flow * (s - 1)]), trajectory_scale
+        )
+        a, z = warped[:pairs], warped[pairs:]
+        a_in, z_in = inside[:pairs].to(a.dtype), inside[pairs:].to(a.dtype)
+        # weights (1 - s) and s where both trajectories stay inside the domain, the one
+        # that does otherwise, linear in time where neither does
+        wa, wz = (1 - s) * a_in, s * z_in
+        total = wa + wz
         value = torch.where(
-            a_known & z_known, blend, torch.where(a_known, a, torch.where(z_known, z, linear))
+            total > 0,
+            (wa * a + wz * z) / total.clamp_min(1e-12),
+            (1 - s) * first + s * second,
         )
         inserted.append(value.view(b, t - 1, c, height, width))
     stacked = torch.stack([fine[:, :-1], *inserted], dim=2).flatten(1, 2)
