@@ -224,3 +224,13 @@ def test_long_run_resumes_exactly(tmp_path):
     assert (
         states["straight"]["record"]["loss_history"] == states["resumed"]["record"]["loss_history"]
     )
+    # the best model exported as weights, with its curve and held-out scores
+    from xnowcast.training.longrun import export
+    from xnowcast.weights import read_metadata
+
+    result = export(tmp_path / "resumed", tmp_path / "zsm-export.safetensors")
+    meta = read_metadata(tmp_path / "zsm-export.safetensors")
+    assert meta["model"] == "zsm" and meta["config"]["preset"] == "flow-tiny"
+    assert [s for s, *_ in meta["training"]["run"]["val_history"]] == [2, 4]
+    assert set(meta["scores"]["holdout_pairs"]) >= {"model", "flow", "trilinear"}
+    assert result["scores"]["holdout_pairs"]["flow"]["mse"] > 0

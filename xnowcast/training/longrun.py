@@ -100,7 +100,11 @@ def multistep_pairs(
 
 
 def evaluate_vs_flow(model: Any, pairs: PairSet, batch_size: int = 8) -> dict[str, float]:
-    """Masked MSE (mm/h)^2 of ``model`` (all / inserted / input-time frames) on ``pairs``."""
+    """Masked MSE (mm/h)^2 of ``model`` (all / inserted / input-time frames) on ``pairs``.
+
+    ZSM / FC-ZSM and ``flow`` get the pairs' whole-domain motion, other models the
+    coarse frames only.
+    """
     import torch
 
     tf = int(model.time_factor)
@@ -113,10 +117,12 @@ def evaluate_vs_flow(model: Any, pairs: PairSet, batch_size: int = 8) -> dict[st
             sl = slice(start, start + batch_size)
             static = pairs.static[sl] if int(getattr(model, "static_channels", 0)) else None
             motion = pairs.motion[sl]
-            if hasattr(model, "prior"):
+            if hasattr(model, "prior"):  # ZSM / FC-ZSM
                 pred = model(pairs.coarse[sl], static, motion)
-            else:
+            elif hasattr(model, "refine"):  # flow
                 pred = model.refine(pairs.coarse[sl], motion)
+            else:  # trilinear, U-Nets: no motion input
+                pred = model(pairs.coarse[sl], static)
             err = ((pred - pairs.fine[sl]) ** 2).masked_fill(~pairs.mask[sl], 0.0)
             inserted = torch.tensor([k % tf != 0 for k in range(pred.shape[1])])
             for key, frames in (
@@ -300,6 +306,49 @@ def run(
     return record
 
 
+def export(workdir: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write the best model of a run as shippable weights, with held-out scores.
+
+    The metadata hold the config, the run's record (recipe, data, steps, the
+    validation curve with its ratio to ``flow``, the best step) and ``scores``:
+    MSE on the held-out pairs of the model, ``flow`` and ``trilinear``.
+
+    Returns
+    -------
+    dict
+        ``sha256`` of the written file and the ``scores``.
+    """
+    import torch
+
+    from xnowcast.models.flow import build_flow
+    from xnowcast.models.interpolation import build_trilinear
+    from xnowcast.training.supervised import load_checkpoint
+
+    work = Path(workdir)
+    model = load_checkpoint(work / "best.safetensors")
+    val = PairSet(**torch.load(work / "val-pairs.pt", weights_only=False))
+    factor, tf = int(model.factor), int(model.time_factor)
+    record = dict(model.metadata["training"])
+    state = work / "state.pt"
+    if state.is_file():  # the curve up to the last step, not only up to the best one
+        record["run"] = {
+            k: v
+            for k, v in torch.load(state, weights_only=False)["record"].items()
+            if k in ("steps", "wall_s", "loss_history", "val_history")
+        }
+    scores = {
+        "holdout_pairs": {
+            "event": record.get("holdout"),
+            "pairs": len(val),
+            "model": evaluate_vs_flow(model, val),
+            "flow": evaluate_vs_flow(build_flow(factor=factor, time_factor=tf), val),
+            "trilinear": evaluate_vs_flow(build_trilinear(factor=factor, time_factor=tf), val),
+        }
+    }
+    sha = save_checkpoint(model, out, record, scores)
+    return {"sha256": sha, "scores": scores}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -316,7 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-pairs", type=int, default=64)
     parser.add_argument("--crop", type=int, default=32)
     parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--export", default=None, help="write the best model here and stop")
     args = parser.parse_args(argv)
+    if args.export:
+        print(json.dumps(export(args.workdir, args.export), indent=1, default=float))
+        return 0
     cfg = RunConfig(
         steps=args.steps,
         batch_size=args.batch_size,
