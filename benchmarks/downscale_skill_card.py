@@ -142,12 +142,7 @@ def run_event(
             "weights": fine.attrs.get("xnowcast_weights", ""),
         }
         print(f"  {model}: mse {rows[model]['mse']:.4f} in {seconds:.1f} s", flush=True)
-    for row in rows.values():
-        for key in ("mse", "mse_inserted", "mse_input"):
-            if "trilinear" in rows:
-                row[f"{key}_reduction_vs_trilinear"] = 1 - row[key] / rows["trilinear"][key]
-            if "flow" in rows:
-                row[f"{key}_ratio_to_flow"] = row[key] / rows["flow"][key]
+    relative(rows)
     return {
         "event": name,
         "held_out": name == HOLDOUT_EVENT[0],
@@ -156,6 +151,29 @@ def run_event(
         "ssim_L": data_range,
         "rows": rows,
     }
+
+
+def relative(rows: dict[str, Any]) -> None:
+    """Add each row's MSE reduction against trilinear and ratio to flow (in place)."""
+    for row in rows.values():
+        for key in ("mse", "mse_inserted", "mse_input"):
+            if "trilinear" in rows:
+                row[f"{key}_reduction_vs_trilinear"] = 1 - row[key] / rows["trilinear"][key]
+            if "flow" in rows:
+                row[f"{key}_ratio_to_flow"] = row[key] / rows["flow"][key]
+
+
+def merge(previous: dict[str, Any], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events of a previous run (``--json``) with the rows of this run added / replaced."""
+    new = {r["event"]: r for r in results}
+    merged = []
+    for old in previous["events"]:
+        event = dict(old)
+        rows = {**old["rows"], **new.pop(old["event"], {"rows": {}})["rows"]}
+        event["rows"] = {m: rows[m] for m in MODELS if m in rows}
+        relative(event["rows"])
+        merged.append(event)
+    return merged + list(new.values())
 
 
 def flow_speed(threads: int = 2, repeats: int = 3) -> dict[str, float]:
@@ -279,6 +297,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--rst", type=Path, default=None)
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument(
+        "--merge", type=Path, default=None, help="a previous --json: keep its rows and speed"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     weights = dict(item.split("=", 1) for item in args.weights)
@@ -289,6 +310,11 @@ def main() -> None:
         results.append(run_event(name, truth, weights, tuple(args.models)))
         print(markdown(results[-1]) + "\n", flush=True)
     speed = {"threads": args.threads, "flow": float("nan"), "trilinear": float("nan")}
+    if args.merge:
+        previous = json.loads(args.merge.read_text())
+        results, speed = merge(previous, results), previous["speed"]
+        for result in results:
+            print(markdown(result) + "\n")
     if not args.no_speed:
         speed = flow_speed(args.threads)
         print(
