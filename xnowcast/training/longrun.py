@@ -48,6 +48,7 @@ __all__ = [
     "RunConfig",
     "charbonnier",
     "evaluate_vs_flow",
+    "export",
     "multistep_pairs",
     "run",
 ]

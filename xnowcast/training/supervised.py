@@ -1,8 +1,9 @@
 """Supervised training of the downscaling models on real radar (MSE, Adam).
 
 The loss is the mean squared error in the model's output value space
-(``model.forward_z``; for the shipped configs a linear scaling of mm/h, for the
-``paper`` presets the FC-ZSM paper's normalised dBZ), over the fine cells the
+(``model.forward_z``: for the U-Nets' shipped configs a linear scaling of mm/h,
+for ZSM / FC-ZSM ``log1p(R) / log1p(10)``, for the ``paper`` presets the FC-ZSM
+paper's normalised dBZ), over the fine cells the
 pair's mask keeps (observed target, observed coarse input).  Adam with a cosine
 learning-rate decay, gradient clipping, random flips / rotations / time
 reversal of the crops, a tqdm progress bar, periodic validation and
@@ -17,8 +18,11 @@ k2 = 0.03, c3 = c2/2, uniform 7x7 windows, L = the data range of the targets)
 
 Run from the command line (one model per process)::
 
-    python -m xnowcast.training.supervised zsm --config compact \\
-        --data-root ../shared/data --out xnowcast/weights/zsm-compact.safetensors
+    python -m xnowcast.training.supervised unet --config compact \\
+        --data-root ../shared/data --out xnowcast/weights/unet-compact.safetensors
+
+(ZSM / FC-ZSM on the motion prior are trained by :mod:`xnowcast.training.longrun`:
+Charbonnier loss, pairs at every time step with whole-domain motion, exact resume.)
 """
 
 from __future__ import annotations
