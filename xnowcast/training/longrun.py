@@ -381,6 +381,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-pairs", type=int, default=64)
     parser.add_argument("--crop", type=int, default=32)
     parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument(
+        "--strides",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3, 4],
+        help="time strides of the 5-min frames to make pairs from (1: 10-min input)",
+    )
     parser.add_argument("--export", default=None, help="write the best model here and stop")
     args = parser.parse_args(argv)
     if args.export:
@@ -402,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs_per_set=args.pairs_per_set,
         val_pairs=args.val_pairs,
         crop=args.crop,
+        strides=tuple(args.strides),
         max_minutes=args.max_minutes,
     )
     print(json.dumps({"steps": record["steps"], "best": record["best"]}, indent=1, default=float))
