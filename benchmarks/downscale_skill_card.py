@@ -214,6 +214,12 @@ _COLUMNS = (
 )
 
 
+def _label(model: str, row: dict[str, Any]) -> str:
+    """The model's name, marked when a learned model ran without weights (it is then flow)."""
+    untrained = model in ("zsm", "fczsm") and str(row.get("weights", "")).startswith("none")
+    return f"{model} (no weights: = flow)" if untrained else model
+
+
 def _cells(row: dict[str, Any]) -> list[str]:
     cells = []
     for _, key, fmt in _COLUMNS:
@@ -239,7 +245,7 @@ def markdown(result: dict[str, Any]) -> str:
         "|---" * (len(_COLUMNS) + 1) + "|",
     ]
     for model, row in result["rows"].items():
-        lines.append(f"| {model} | " + " | ".join(_cells(row)) + " |")
+        lines.append(f"| {_label(model, row)} | " + " | ".join(_cells(row)) + " |")
     return "\n".join(lines)
 
 
@@ -269,7 +275,7 @@ def rst(results: list[dict[str, Any]], speed: dict[str, float], command: str) ->
         out.append("   * - model")
         out += [f"     - {c}" for c, _, _ in _COLUMNS]
         for model, row in result["rows"].items():
-            out.append(f"   * - ``{model}``")
+            out.append(f"   * - ``{_label(model, row)}``")
             out += [f"     - {cell}" for cell in _cells(row)]
         out.append("")
     out += [
