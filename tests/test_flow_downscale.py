@@ -234,3 +234,20 @@ def test_long_run_resumes_exactly(tmp_path):
     assert [s for s, *_ in meta["training"]["run"]["val_history"]] == [2, 4]
     assert set(meta["scores"]["holdout_pairs"]) >= {"model", "flow", "trilinear"}
     assert result["scores"]["holdout_pairs"]["flow"]["mse"] > 0
+
+
+def test_shipped_zsm_weights_record_their_training_and_scores():
+    """The shipped ZSM weights say what they were trained on and how they scored held out."""
+    from xnowcast.registry import get_spec, weights_metadata
+
+    meta = weights_metadata(get_spec("zsm"))
+    training, held_out = meta["training"], meta["scores"]["holdout_pairs"]
+    assert meta["config"]["preset"] == "flow-compact"
+    assert training["holdout"] == "rmi-20210704" == held_out["event"]
+    assert not any(event.startswith("rmi") for event in training["events"])
+    assert training["time_steps_minutes"] == [10] and training["grid_spacing_m"] == [2000.0]
+    steps = [step for step, *_ in training["run"]["val_history"]]
+    assert steps == sorted(steps) and training["best"]["step"] in steps
+    # model selection on held-out pairs: the recorded scores agree with the recorded curve
+    assert held_out["model"]["mse"] == pytest.approx(training["best"]["scores"]["mse"])
+    assert held_out["trilinear"]["mse"] > held_out["flow"]["mse"]

@@ -351,7 +351,12 @@ _LEARNED_DOWNSCALERS: tuple[tuple[str, str, str, str, str, dict[str, WeightsFile
         "deformable ConvLSTM, a residual over the flow baseline.",
         "Xiang et al. (2020), CVPR; " + _DOWNSCALE_REFERENCE,
         _RESIDUAL_OVER_FLOW,
-        {},
+        {
+            "flowprior": WeightsFile(
+                "zsm-flowprior.safetensors",
+                "899508dc594698ef3a201dd9a957e843d2a539b690ac4368ea36f02c450ef4ec",
+            )
+        },
     ),
     (
         "fczsm",
