@@ -44,7 +44,7 @@ def _coarse_input() -> xr.DataArray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--models", nargs="+", default=["trilinear", "unet", "unet3d", "zsm", "fczsm"]
+        "--models", nargs="+", default=["trilinear", "flow", "unet", "unet3d", "zsm", "fczsm"]
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)

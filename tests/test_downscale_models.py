@@ -12,6 +12,15 @@ from xnowcast.models.interpolation import RainTransform, Trilinear, interpolate_
 from xnowcast.models.zsm import DOWNSCALE_MODELS, build_model
 
 LEARNED = ("unet", "unet3d", "zsm", "fczsm")
+#: The smallest preset of each model (ZSM / FC-ZSM presets are named after the flow prior).
+TINY = {
+    "trilinear": "default",
+    "flow": "default",
+    "unet": "tiny",
+    "unet3d": "tiny",
+    "zsm": "flow-tiny",
+    "fczsm": "flow-tiny",
+}
 
 
 def _rain(b: int, t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -31,7 +40,7 @@ def _static(model, b: int, h: int, w: int) -> torch.Tensor | None:
 @pytest.mark.parametrize("factor", [2, 4])
 @pytest.mark.parametrize("time_factor", [1, 2])
 def test_output_shapes_and_contract(name, factor, time_factor):
-    config = "default" if name == "trilinear" else "tiny"
+    config = TINY[name]
     torch.manual_seed(0)
     model = build_model(name, config, factor=factor, time_factor=time_factor)
     for attr in ("in_channels", "static_channels", "window", "spatial_multiple"):
@@ -49,11 +58,11 @@ def test_output_shapes_and_contract(name, factor, time_factor):
 
 
 @pytest.mark.parametrize("name", LEARNED)
-def test_untrained_learned_models_start_as_trilinear(name):
-    """Zero-initialised output layers: before training each model is the trilinear baseline."""
+def test_untrained_learned_models_start_as_their_baseline(name):
+    """Zero-initialised output layers: before training the U-Nets are trilinear, ZSM is flow."""
     torch.manual_seed(0)
-    model = build_model(name, "tiny")
-    base = build_model("trilinear")
+    model = build_model(name, TINY[name])
+    base = build_model("flow" if "zsm" in name else "trilinear")
     frames = _rain(1, 4, 8, 8, seed=3)
     with torch.no_grad():
         out = model(frames, _static(model, 1, 8, 8))
@@ -63,7 +72,7 @@ def test_untrained_learned_models_start_as_trilinear(name):
 @pytest.mark.parametrize("name", LEARNED)
 def test_config_round_trip_rebuilds_the_same_model(name):
     torch.manual_seed(0)
-    model = build_model(name, "tiny", factor=2, time_factor=2)
+    model = build_model(name, TINY[name], factor=2, time_factor=2)
     again = build_model(name, model.config, factor=2, time_factor=2)
     again.load_state_dict(model.state_dict(), strict=True)
     assert again.config == model.config
@@ -75,7 +84,7 @@ def test_config_round_trip_rebuilds_the_same_model(name):
 
 @pytest.mark.parametrize("name", ["zsm", "unet3d"])
 def test_models_take_other_window_lengths(name):
-    model = build_model(name, "tiny")
+    model = build_model(name, TINY[name])
     with torch.no_grad():
         out = model(_rain(1, 3, 8, 8))
     assert out.shape == (1, 5, 1, 16, 16)
@@ -89,7 +98,7 @@ def test_unet2d_needs_its_window():
 
 @pytest.mark.parametrize("name", DOWNSCALE_MODELS)
 def test_unsupported_factor_names_supported_ones(name):
-    if name == "trilinear":
+    if name in ("trilinear", "flow"):
         with pytest.raises(ModelError, match=r"factor=0.*supported: any integer >= 1"):
             build_model(name, factor=0)
         return
@@ -102,19 +111,19 @@ def test_unsupported_factor_names_supported_ones(name):
 def test_unknown_names_and_keys():
     with pytest.raises(ModelError, match="unknown downscaling model 'srgan'"):
         build_model("srgan")
-    with pytest.raises(ModelError, match=r"no config 'huge'.*compact"):
+    with pytest.raises(ModelError, match=r"no config 'huge'.*flow-compact"):
         build_model("zsm", "huge")
     with pytest.raises(ModelError, match=r"unknown config keys.*'nff'"):
         build_model("zsm", {"nff": 3})
 
 
 def test_wrong_inputs_are_model_errors():
-    fc = build_model("fczsm", "tiny")
+    fc = build_model("fczsm", "flow-tiny")
     with pytest.raises(ModelError, match="needs 3 static channels"):
         fc(_rain(1, 4, 8, 8))
     with pytest.raises(ModelError, match="static must be"):
         fc(_rain(1, 4, 8, 8), torch.zeros(1, 3, 8, 8))
-    zsm = build_model("zsm", "tiny")
+    zsm = build_model("zsm", "flow-tiny")
     with pytest.raises(ModelError, match="multiples of 2"):
         zsm(_rain(1, 4, 7, 8))
     with pytest.raises(ModelError, match="expects 1 input channels"):
@@ -125,7 +134,9 @@ def test_wrong_inputs_are_model_errors():
 
 def test_dynamic_channels_are_stacked_with_the_input():
     torch.manual_seed(0)
-    model = build_model("fczsm", {"preset": "tiny", "in_channels": 3, "dynamic_mean": [280.0, 0.0]})
+    model = build_model(
+        "fczsm", {"preset": "flow-tiny", "in_channels": 3, "dynamic_mean": [280.0, 0.0]}
+    )
     assert model.in_channels == 3
     frames = torch.cat([_rain(1, 4, 8, 8), 280 + torch.randn(1, 4, 2, 8, 8)], 2)
     # Make the network non-trivial, then check the dynamic channels change the output.
@@ -143,7 +154,7 @@ def test_dynamic_channels_are_stacked_with_the_input():
 
 def test_static_fields_drive_fczsm_offsets():
     torch.manual_seed(0)
-    model = build_model("fczsm", "tiny")
+    model = build_model("fczsm", "flow-tiny")
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
     frames = _rain(1, 4, 8, 8)
@@ -154,14 +165,14 @@ def test_static_fields_drive_fczsm_offsets():
 
 
 def test_paper_presets_have_the_paper_sizes():
-    zsm = build_model("zsm", "paper")
+    zsm = build_model("zsm", "flow-paper")
     cfg = zsm.config
     assert (cfg["nf"], cfg["k1"], cfg["k2"], cfg["groups"]) == (64, 5, 10, 8)
     assert cfg["transform"] == "dbz"
     assert len(zsm.extractor.body) == 5 and len(zsm.reconstruction.body) == 10
     n = sum(p.numel() for p in zsm.parameters())
     assert 4e6 < n < 6e6
-    fc = build_model("fczsm", "paper")
+    fc = build_model("fczsm", "flow-paper")
     assert fc.static_channels == 3 and sum(p.numel() for p in fc.parameters()) > n
 
 

@@ -7,7 +7,7 @@ the RMI radar event of 4 July 2021 shipped with the package, it
    model (DGMR with its shipped weights, an ensemble) and the baselines
    (persistence, extrapolation), and scores them against what was observed;
 2. coarsens the observations to 2 km / 10 min, downscales them back to
-   1 km / 5 min (ZSM with its shipped weights, and trilinear) and scores that;
+   1 km / 5 min (the default downscale model, and trilinear) and scores that;
 3. writes ``forecast.nc``, ``downscaled.nc`` and ``demo.png``, and prints a
    short score table.
 """
@@ -36,7 +36,10 @@ def pick_models() -> tuple[str, str]:
         )
 
     nowcaster = "dgmr" if shipped("dgmr") else "extrapolation"
-    downscaler = next((m for m in ("zsm", "fczsm") if shipped(m)), "trilinear")
+    from xnowcast.downscaling import AUTO_MODEL
+
+    weightless = MODELS[AUTO_MODEL].default_weights is None
+    downscaler = AUTO_MODEL if weightless or shipped(AUTO_MODEL) else "flow"
     return nowcaster, downscaler
 
 
@@ -66,8 +69,6 @@ def run_demo(out_dir: Path, *, members: int = 4, progress: bool = True) -> dict[
     nowcaster, downscaler = pick_models()
     if nowcaster != "dgmr":
         print("note: no shipped DGMR weights found: the demo uses the extrapolation baseline")
-    if downscaler == "trilinear":
-        print("note: no shipped ZSM weights found: the demo downscales with the trilinear baseline")
 
     forecasts: dict[str, xr.DataArray] = {}
     for name in dict.fromkeys([nowcaster, "extrapolation", "persistence"]):

@@ -10,6 +10,7 @@ blocks of whole windows, which gives exactly the eager result.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,9 +35,15 @@ from xnowcast.options import OPTIONS
 from xnowcast.registry import get_spec, weights_metadata
 from xnowcast.units import convert_values
 
-__all__ = ["downscale", "fine_coordinate", "window_starts"]
+__all__ = ["AUTO_MODEL", "downscale", "fine_coordinate", "window_starts"]
 
 _MODEL_UNITS = "mm/h"
+#: What ``model="auto"`` runs: the best model measured on the held-out RMI event
+#: (``benchmarks/downscale_skill_card.py``): the shipped ZSM on the flow prior, MSE
+#: 0.988 x ``flow`` there (it falls back to ``flow``, with a warning, for inputs
+#: other than the 10-min / 2-km ones it was trained on).  ``model="flow"`` is
+#: ~15 x faster and within 1.2 % of it.
+AUTO_MODEL = "zsm"
 _WINDOWS_PER_BLOCK = 4
 
 
@@ -190,6 +197,37 @@ def _check_factors(spec: Any, factor: int, time_factor: int, weights: Any) -> di
     return {"factor": factor, "time_factor": time_factor}
 
 
+def _outside_training(
+    spec: Any, weights: Any, step: Any, spacing: tuple[float, float] | None
+) -> str | None:
+    """Why ``weights`` were not trained for this input (time step, grid spacing), or None.
+
+    Read from the weights' ``training`` metadata (``time_steps_minutes``,
+    ``grid_spacing_m``: the coarse input steps and spacings trained on); a value
+    within 0.75 x the smallest .. 1.25 x the largest trained one counts as trained.
+    """
+    meta = weights_metadata(spec, weights) if weights is not None else {}
+    training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+    reasons = []
+    minutes = None if step is None else float(step / np.timedelta64(1, "m"))
+    for label, value, trained, unit in (
+        ("time step", minutes, training.get("time_steps_minutes"), "min"),
+        (
+            "grid spacing",
+            None if spacing is None else max(spacing),
+            training.get("grid_spacing_m"),
+            "m",
+        ),
+    ):
+        if (
+            value is not None
+            and trained
+            and not 0.75 * min(trained) <= value <= 1.25 * max(trained)
+        ):
+            reasons.append(f"{label} {value:g} {unit} (trained on {sorted(trained)} {unit})")
+    return "; ".join(reasons) or None
+
+
 def downscale(
     obj: xr.Dataset | xr.DataArray,
     factor: int = 2,
@@ -217,8 +255,11 @@ def downscale(
     factor, time_factor
         Spatial refinement (2 or 4) and temporal refinement (1 or 2).
     model
-        ``"auto"`` (``"fczsm"`` when ``static`` is given, else ``"zsm"``),
-        ``"zsm"``, ``"fczsm"``, ``"unet"``, ``"unet3d"`` or ``"trilinear"``.
+        ``"auto"`` (:data:`AUTO_MODEL`, the best measured on held-out data; ``"fczsm"``
+        when ``static`` is given), ``"flow"``, ``"zsm"``, ``"fczsm"``, ``"unet"``,
+        ``"unet3d"`` or ``"trilinear"``.  A learned model whose weights were not
+        trained for the input's time step or grid spacing falls back to ``"flow"``
+        with a warning.
     static
         Static fields on the *fine* grid (terrain, land-sea mask, coverage ...), for
         ``fczsm``.
@@ -241,7 +282,7 @@ def downscale(
     da, axes, src_units = prepare_field(obj, var=var, units=units)
     flips = cv.orientation_flips(da, axes)
     da = cv.flip_axes(da, flips)
-    name = ("fczsm" if static is not None else "zsm") if model == "auto" else model
+    name = ("fczsm" if static is not None else AUTO_MODEL) if model == "auto" else model
     spec = get_spec(name, task="downscale")
     factor = positive_int(factor, "factor")
     time_factor = positive_int(time_factor, "time_factor")
@@ -249,7 +290,22 @@ def downscale(
     if count < 2 and time_factor > 1:
         raise TimeAxisError(f"Temporal downscaling needs at least 2 frames; got {count}.")
     step = cv.time_step(da, axes.time) if count > 1 else None
-    build = _check_factors(spec, factor, time_factor, weights)
+    try:
+        spacing: tuple[float, float] | None = cv.grid_spacing(da, axes)
+    except CoordinateError:  # a single cell: refused below, with its own message
+        spacing = None
+    build = _check_factors(spec, factor, time_factor, weights)  # refused whatever the step
+    reason = _outside_training(spec, weights, step, spacing)
+    if reason is not None:
+        warnings.warn(
+            f"The {spec.name!r} weights were not trained for this input's {reason}: using the "
+            "'flow' downscaler (optical flow + consistent refinement, no weights) instead. "
+            f"Pass model='flow' to silence this, or train {spec.name!r} on such data.",
+            UserWarning,
+            stacklevel=3,
+        )
+        spec, weights, config = get_spec("flow"), None, None
+        build = _check_factors(spec, factor, time_factor, weights)
     request = ModelRequest.create(spec.name, config=config, weights=weights, device=device, **build)
     net = request.load()
     window = getattr(net, "window", None)

@@ -300,6 +300,19 @@ register(
 )
 register(
     ModelSpec(
+        name="flow",
+        task="downscale",
+        builder="xnowcast.models.flow:build_flow",
+        summary=(
+            "Optical flow between coarse frames, two-way semi-Lagrangian interpolation of the "
+            "inserted frames, bicubic refinement whose block means equal the input."
+        ),
+        reference="Lucas & Kanade (1981); Germann & Zawadzki (2002); Irani & Peleg (1991)",
+        default_config="default",
+    )
+)
+register(
+    ModelSpec(
         name="dgmr",
         task="nowcast",
         builder="xnowcast.models.dgmr:build_generator",
@@ -321,36 +334,63 @@ register(
 )
 
 _DOWNSCALE_REFERENCE = "Chen, Qin & Dai (2022), Front. Earth Sci. 10:887842"
-for _name, _builder, _summary, _reference, _sha in (
+_RESIDUAL_OVER_TRILINEAR = "log1p inside the module; output is a residual over trilinear"
+_RESIDUAL_OVER_FLOW = "log1p(R)/log1p(10) inside the module; residual over the flow baseline"
+# ZSM / FC-ZSM stand on the ``flow`` baseline (flow-guided offsets, residual output): their
+# weights are named ``*-flowprior`` and their presets ``flow-*``, so that the retired
+# ``*-compact`` weights of the old trilinear-residual architecture are never loaded into them.
+_LEARNED_DOWNSCALERS: tuple[tuple[str, str, str, str, str, dict[str, WeightsFile]], ...] = (
     (
         "unet",
         "xnowcast.models.unet:build_unet",
         "2-D U-Net with time folded into channels (residual over trilinear): a paper baseline.",
         f"Ronneberger et al. (2015); {_DOWNSCALE_REFERENCE} (baseline)",
-        "8ac4bf0338022eec02568510285a81f5d0567689a93807548c0b57649e61050e",
+        _RESIDUAL_OVER_TRILINEAR,
+        {
+            "compact": WeightsFile(
+                "unet-compact.safetensors",
+                "8ac4bf0338022eec02568510285a81f5d0567689a93807548c0b57649e61050e",
+            )
+        },
     ),
     (
         "unet3d",
         "xnowcast.models.unet:build_unet3d",
         "3-D U-Net over (time, y, x) (residual over trilinear): a paper baseline.",
         f"Cicek et al. (2016); {_DOWNSCALE_REFERENCE} (baseline)",
-        "347e6341c14fd908db0a0b571606ccd6bc51b731d29bc3fae3b69060085370ae",
+        _RESIDUAL_OVER_TRILINEAR,
+        {
+            "compact": WeightsFile(
+                "unet3d-compact.safetensors",
+                "347e6341c14fd908db0a0b571606ccd6bc51b731d29bc3fae3b69060085370ae",
+            )
+        },
     ),
     (
         "zsm",
         "xnowcast.models.zsm:build_zsm",
-        "Zooming Slow-Mo: deformable frame interpolation + bidirectional deformable ConvLSTM.",
+        "Zooming Slow-Mo on the flow prior: flow-guided deformable interpolation + bidirectional "
+        "deformable ConvLSTM, a residual over the flow baseline.",
         "Xiang et al. (2020), CVPR; " + _DOWNSCALE_REFERENCE,
-        "cf6ea93c24c8dfa31fdf3a84ba7664f87e7a771a976df68f0e079ec1e406bdf8",
+        _RESIDUAL_OVER_FLOW,
+        {
+            "flowprior": WeightsFile(
+                "zsm-flowprior.safetensors",
+                "899508dc594698ef3a201dd9a957e843d2a539b690ac4368ea36f02c450ef4ec",
+            )
+        },
     ),
     (
         "fczsm",
         "xnowcast.models.zsm:build_fczsm",
-        "Feature-Constrained ZSM: static fields (coverage, x, y) steer the deformable offsets.",
+        "Feature-Constrained ZSM on the flow prior: static fields (coverage, x, y) steer the "
+        "flow-guided deformable offsets.",
         _DOWNSCALE_REFERENCE,
-        "49a7c0db49b1616220d490e89de0af27fbabc265c2975a34922d7796ee88a268",
+        _RESIDUAL_OVER_FLOW,
+        {},
     ),
-):
+)
+for _name, _builder, _summary, _reference, _norm, _weights in _LEARNED_DOWNSCALERS:
     register(
         ModelSpec(
             name=_name,
@@ -359,10 +399,10 @@ for _name, _builder, _summary, _reference, _sha in (
             summary=_summary,
             reference=_reference,
             units="mm/h",
-            normalisation="log1p inside the module; output is a residual over trilinear",
+            normalisation=_norm,
             default_config="default",
-            weights={"compact": WeightsFile(f"{_name}-compact.safetensors", _sha)},
-            default_weights="compact",
+            weights=_weights,
+            default_weights=next(iter(_weights), None),
             factors=(1, 2, 3, 4),
             time_factors=(1, 2, 3, 4),
         )

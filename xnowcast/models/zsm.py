@@ -26,11 +26,20 @@ predictor: ``dp = g([F1, F3, Fs])`` (and ``g([h, F_t, Fs])`` in the ConvLSTM).
 
 Differences from the papers (all deliberate, see the report in the docs):
 
-* values are mapped to a network space by :class:`RainTransform` (``log1p``
-  input by default; the paper's dBZ [15, 70] preprocessing is the ``"dbz"``
-  transform of the ``paper`` preset), and the network predicts a **residual
-  over trilinear interpolation** in the output space, with a zero-initialised
-  last layer, so an untrained model is the trilinear baseline;
+* **motion prior**: the ``flow`` downscaler (:mod:`xnowcast.models.flow`) runs
+  first.  Its optical flow guides every deformable convolution: the offsets
+  are ``flow + max_offset * tanh(learned)`` (the learned residual is
+  zero-initialised and bounded), i.e. a neighbour's features are sampled
+  around the point the flow says the rain comes from (``x - s u`` from the
+  earlier frame, ``x + (1 - s) u`` from the later one, ``x -+ u / tf`` for the
+  ConvLSTM states);
+* the network predicts a **residual over the flow baseline** in the output
+  space ``z = log1p(R) / log1p(10)`` (the paper's dBZ [15, 70] preprocessing is
+  the ``"dbz"`` transform of the ``paper`` preset), with a zero-initialised
+  last layer; the reconstruction sees the baseline as an extra channel;
+* **consistency**: the output frames at input times are scaled block by block
+  so that their ``f x f`` block means equal the input (as the baseline's do);
+  an untrained model therefore *is* the ``flow`` baseline;
 * the ConvLSTM aligns ``h`` and ``c`` with two deformable convolutions sharing
   one offset prediction (ZSM predicts two), and its output is added to the
   frame features (a skip connection);
@@ -50,12 +59,12 @@ from torch import Tensor, nn
 
 from xnowcast.errors import ModelError
 from xnowcast.models.deform import DeformAlign, DeformConv2d
+from xnowcast.models.flow import FLOW_CONFIGS, build_flow, enforce_block_mean
 from xnowcast.models.interpolation import (
     DownscaleModel,
     RainTransform,
     check_factors,
     resolve_config,
-    trilinear_upsample,
 )
 
 __all__ = [
@@ -71,7 +80,7 @@ __all__ = [
 ]
 
 #: Names accepted by :func:`build_model`.
-DOWNSCALE_MODELS = ("trilinear", "unet", "unet3d", "zsm", "fczsm")
+DOWNSCALE_MODELS = ("trilinear", "flow", "unet", "unet3d", "zsm", "fczsm")
 
 #: Spatial factors the pixel-shuffle models support.
 PIXEL_SHUFFLE_FACTORS = (1, 2, 3, 4)
@@ -86,17 +95,22 @@ _COMMON: dict[str, Any] = {
     "static_names": [],
     "window": 4,
     "modulated": True,
-    "max_offset": None,
-    "transform": "linear",
+    "max_offset": 4.0,
+    "transform": "log",
     "input_transform": "log",
     "transform_scale": 10.0,
+    "motion_prior": "flow",
+    "flow_preset": FLOW_CONFIGS["default"]["preset"],
 }
 
+# Preset names carry ``flow`` since the architecture stands on the flow prior: the configs
+# stored in the retired weights of the trilinear-residual ZSM ("compact", "paper", "tiny")
+# are refused instead of being loaded into a different network.
 ZSM_CONFIGS: dict[str, dict[str, Any]] = {
-    "default": {"preset": "compact"},
+    "default": {"preset": "flow-compact"},
     # Sizes of the papers (k1 = 5, k2 = 10, 64 features, 8 deformable groups,
     # 3 pyramid levels) and the FC-ZSM paper's dBZ preprocessing.
-    "paper": {
+    "flow-paper": {
         **_COMMON,
         "nf": 64,
         "k1": 5,
@@ -109,7 +123,7 @@ ZSM_CONFIGS: dict[str, dict[str, Any]] = {
         "input_transform": "dbz",
     },
     # Small enough to train on a CPU in minutes and ship in a few hundred kB.
-    "compact": {
+    "flow-compact": {
         **_COMMON,
         "nf": 16,
         "k1": 3,
@@ -118,10 +132,9 @@ ZSM_CONFIGS: dict[str, dict[str, Any]] = {
         "levels": 2,
         "static_nf": 0,
         "static_blocks": 0,
-        "max_offset": 8.0,
     },
     # For tests.
-    "tiny": {
+    "flow-tiny": {
         **_COMMON,
         "nf": 8,
         "k1": 1,
@@ -135,11 +148,28 @@ ZSM_CONFIGS: dict[str, dict[str, Any]] = {
 
 _STATIC: dict[str, Any] = {"static_channels": 3, "static_names": ["coverage", "x", "y"]}
 FCZSM_CONFIGS: dict[str, dict[str, Any]] = {
-    "default": {"preset": "compact"},
-    "paper": {**ZSM_CONFIGS["paper"], **_STATIC, "static_nf": 64, "static_blocks": 5},
-    "compact": {**ZSM_CONFIGS["compact"], **_STATIC, "static_nf": 8, "static_blocks": 1},
-    "tiny": {**ZSM_CONFIGS["tiny"], **_STATIC, "static_nf": 4, "static_blocks": 1},
+    "default": {"preset": "flow-compact"},
+    "flow-paper": {**ZSM_CONFIGS["flow-paper"], **_STATIC, "static_nf": 64, "static_blocks": 5},
+    "flow-compact": {
+        **ZSM_CONFIGS["flow-compact"],
+        **_STATIC,
+        "static_nf": 8,
+        "static_blocks": 1,
+    },
+    "flow-tiny": {**ZSM_CONFIGS["flow-tiny"], **_STATIC, "static_nf": 4, "static_blocks": 1},
 }
+
+
+def flow_offsets(displacement: Tensor, groups: int, level: int = 0) -> Tensor:
+    """Deformable-conv offsets that move every kernel tap by ``displacement``.
+
+    ``displacement`` is ``(B, 2, h, w)`` (x, y) in pixels of pyramid level 0;
+    the result ``(B, 2 * groups * 9, h / 2**level, w / 2**level)`` holds the
+    ``(dy, dx)`` pairs of the deformable convolution, in pixels of ``level``.
+    """
+    if level:
+        displacement = F.avg_pool2d(displacement, 2**level, ceil_mode=True) / 2**level
+    return displacement[:, [1, 0]].repeat(1, groups * 9, 1, 1)
 
 
 def upsample_stages(factor: int) -> list[int]:
@@ -220,16 +250,24 @@ class PyramidAlign(nn.Module):
         )
 
     def forward(
-        self, source: list[Tensor], other: list[Tensor], static: list[Tensor] | None
+        self,
+        source: list[Tensor],
+        other: list[Tensor],
+        static: list[Tensor] | None,
+        displacement: Tensor,
     ) -> Tensor:
-        offset: Tensor | None = None
+        """Aligned features; ``displacement`` ``(B, 2, h, w)``: where to sample, level-0 px."""
+        residual: Tensor | None = None
         aligned: Tensor | None = None
         for level in reversed(range(len(self.align))):
             parts = [source[level], other[level]]
             if static is not None:
                 parts.append(static[level])
-            prior = None if offset is None else _upsample_offsets(offset)
+            flow = flow_offsets(displacement, self.align[level].groups, level)
+            flow = flow[..., : source[level].shape[-2], : source[level].shape[-1]]
+            prior = flow if residual is None else flow + _upsample_offsets(residual)
             offset, mask = self.align[level].offsets(torch.cat(parts, 1), prior)
+            residual = offset - flow
             feat = self.align[level].conv(source[level], offset, mask)
             if aligned is not None:
                 up = F.interpolate(aligned, scale_factor=2, mode="bilinear", align_corners=False)
@@ -250,10 +288,16 @@ class FrameInterpolation(nn.Module):
         self.blend_second = nn.Conv2d(nf, nf, 1)
 
     def forward(
-        self, first: list[Tensor], second: list[Tensor], static: list[Tensor] | None
+        self,
+        first: list[Tensor],
+        second: list[Tensor],
+        static: list[Tensor] | None,
+        flow: Tensor,
+        s: float,
     ) -> Tensor:
-        a = self.from_first(first, second, static)
-        b = self.from_second(second, first, static)
+        """Features at the fraction ``s`` from ``first`` to ``second``; ``flow`` in level-0 px/step."""
+        a = self.from_first(first, second, static, -s * flow)
+        b = self.from_second(second, first, static, (1 - s) * flow)
         return self.blend_first(a) + self.blend_second(b)
 
 
@@ -267,14 +311,20 @@ class DeformConvLSTMCell(nn.Module):
         self.gates = nn.Conv2d(2 * nf, 4 * nf, 3, padding=1)
 
     def forward(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None, static: Tensor | None
+        self,
+        x: Tensor,
+        state: tuple[Tensor, Tensor] | None,
+        static: Tensor | None,
+        displacement: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
+        """One step; ``displacement`` ``(B, 2, h, w)``: where the state is sampled (flow)."""
         if state is None:
             h = c = torch.zeros_like(x)
         else:
             h, c = state
             parts = [h, x] if static is None else [h, x, static]
-            offset, mask = self.align.offsets(torch.cat(parts, 1))
+            prior = None if displacement is None else flow_offsets(displacement, self.align.groups)
+            offset, mask = self.align.offsets(torch.cat(parts, 1), prior)
             h = self.align.conv(h, offset, mask)
             c = self.align_cell(c, offset, mask)
         i, f, o, g = self.gates(torch.cat([x, h], 1)).chunk(4, dim=1)
@@ -292,17 +342,26 @@ class BiDeformConvLSTM(nn.Module):
         self.backward_cell = DeformConvLSTMCell(nf, groups, static_nf, **deform)
         self.fuse = nn.Conv2d(2 * nf, nf, 1)
 
-    def _run(self, cell: DeformConvLSTMCell, seq: list[Tensor], static: Tensor | None) -> list:
+    def _run(
+        self,
+        cell: DeformConvLSTMCell,
+        seq: list[Tensor],
+        static: Tensor | None,
+        moves: list[Tensor],
+    ) -> list:
         state = None
         out = []
-        for x in seq:
-            state = cell(x, state, static)
+        for k, x in enumerate(seq):
+            state = cell(x, state, static, moves[k - 1] if k else None)
             out.append(state[0])
         return out
 
-    def forward(self, seq: list[Tensor], static: Tensor | None) -> list[Tensor]:
-        fwd = self._run(self.forward_cell, seq, static)
-        bwd = self._run(self.backward_cell, seq[::-1], static)[::-1]
+    def forward(
+        self, seq: list[Tensor], static: Tensor | None, moves: list[Tensor]
+    ) -> list[Tensor]:
+        """``moves[k]``: flow from output frame ``k`` to ``k + 1`` (level-0 px)."""
+        fwd = self._run(self.forward_cell, seq, static, [-m for m in moves])
+        bwd = self._run(self.backward_cell, seq[::-1], static, moves[::-1])[::-1]
         return [x + self.fuse(torch.cat([f, b], 1)) for x, f, b in zip(seq, fwd, bwd, strict=True)]
 
 
@@ -316,13 +375,14 @@ class Reconstruction(nn.Module):
         for r in upsample_stages(factor):
             layers += [nn.Conv2d(nf, nf * r * r, 3, padding=1), nn.PixelShuffle(r), _lrelu()]
         self.upsample = nn.Sequential(*layers)
-        self.hr = nn.Sequential(nn.Conv2d(nf, nf, 3, padding=1), _lrelu())
+        self.hr = nn.Sequential(nn.Conv2d(nf + 1, nf, 3, padding=1), _lrelu())
         self.last = nn.Conv2d(nf, 1, 3, padding=1)
         nn.init.zeros_(self.last.weight)
         nn.init.zeros_(self.last.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.last(self.hr(self.upsample(self.body(x))))
+    def forward(self, x: Tensor, prior: Tensor) -> Tensor:
+        """Residual ``(N, 1, H, W)`` from features ``x`` and the prior ``(N, 1, H, W)``."""
+        return self.last(self.hr(torch.cat([self.upsample(self.body(x)), prior], 1)))
 
 
 class StaticExtractor(nn.Module):
@@ -396,6 +456,9 @@ class ZSM(DownscaleModel):
         )
         self.lstm = BiDeformConvLSTM(nf, groups, static_nf, **deform)
         self.reconstruction = Reconstruction(nf, int(config["k2"]), factor)
+        if config["motion_prior"] != "flow":
+            raise ModelError(f"motion_prior must be 'flow', got {config['motion_prior']!r}")
+        self.prior = build_flow(str(config["flow_preset"]), factor, time_factor)
 
     def network_input(self, frames: Tensor) -> Tensor:
         """``(B*T, C, h, w)``: transformed rain rate and standardised dynamic fields."""
@@ -406,34 +469,68 @@ class ZSM(DownscaleModel):
             parts.append((dyn - self.dynamic_mean.unsqueeze(1)) / self.dynamic_std.unsqueeze(1))
         return torch.cat(parts, 2).flatten(0, 1)
 
-    def forward_z(self, frames: Tensor, static: Tensor | None = None) -> Tensor:
-        """The prediction in the output transform's space, ``(B, T_out, 1, H, W)`` (unclipped)."""
+    def forward_z(
+        self, frames: Tensor, static: Tensor | None = None, motion: Tensor | None = None
+    ) -> Tensor:
+        """The prediction in the output transform's space, ``(B, T_out, 1, H, W)``."""
+        return self.transform(self.forward(frames, static, motion))
+
+    def forward(
+        self, frames: Tensor, static: Tensor | None = None, motion: Tensor | None = None
+    ) -> Tensor:
+        """Fine frames in mm/h, ``(B, (T-1)*tf + 1, 1, h*f, w*f)``, nonnegative.
+
+        The ``flow`` baseline plus a learned residual in the output space; frames at
+        input times are scaled so that their block means equal the input.  ``motion``
+        (optional, ``(B, T-1, 2, h', w')``, coarse pixels per input step, any grid
+        covering the domain): pair flows measured beforehand, e.g. on a whole domain
+        when training on crops of it; by default they are measured on ``frames``.
+        """
         self.check_inputs(frames, static)
         b, t = frames.shape[:2]
-        tf = self.time_factor
+        h, w = frames.shape[-2:]
+        tf, f = self.time_factor, self.factor
+        rain = frames[:, :, :1].clamp_min(0)
+        with torch.no_grad():
+            flows = motion if motion is not None or t < 2 else self.prior.motion(rain)
+            baseline = self.prior.refine(rain, flows)
         pyramid = self.extractor(self.network_input(frames))
         per_frame = [[lvl.view(b, t, *lvl.shape[1:])[:, k] for lvl in pyramid] for k in range(t)]
         static_pyr = None
         if self.static_extractor is not None:
             assert static is not None
             static_pyr = self.static_extractor(static)
+        pair_flow = []
+        if flows is not None:  # (B, 2, h, w) per pair, coarse px per input step
+            dense = F.interpolate(
+                flows.flatten(0, 1), size=(h, w), mode="bilinear", align_corners=False
+            )
+            pair_flow = list(dense.view(b, t - 1, 2, h, w).unbind(1))
         seq: list[Tensor] = []
         for k in range(t):
             seq.append(per_frame[k][0])
             if k + 1 < t:
-                for interp in self.interpolators:
-                    seq.append(interp(per_frame[k], per_frame[k + 1], static_pyr))
+                for j, interp in enumerate(self.interpolators, start=1):
+                    seq.append(
+                        interp(per_frame[k], per_frame[k + 1], static_pyr, pair_flow[k], j / tf)
+                    )
+        moves = [pair_flow[i // tf] / tf for i in range(len(seq) - 1)]
         static_l1 = None if static_pyr is None else static_pyr[0]
-        feats = torch.stack(self.lstm(seq, static_l1), 1)
+        feats = torch.stack(self.lstm(seq, static_l1, moves), 1)
         t_out = feats.shape[1]
-        residual = self.reconstruction(feats.flatten(0, 1))
-        residual = residual.view(b, t_out, 1, *residual.shape[-2:])
-        skip = trilinear_upsample(self.transform(frames[:, :, :1]), self.factor, tf)
-        return skip + residual
-
-    def forward(self, frames: Tensor, static: Tensor | None = None) -> Tensor:
-        """Fine frames in mm/h, ``(B, (T-1)*tf + 1, 1, h*f, w*f)``, nonnegative."""
-        return self.transform.inverse(self.forward_z(frames, static))
+        prior_z = self.transform(baseline)
+        residual = self.reconstruction(feats.flatten(0, 1), prior_z.flatten(0, 1))
+        out = self.transform.inverse(prior_z + residual.view(b, t_out, 1, h * f, w * f))
+        # consistency: block means of the frames at input times equal the input
+        anchors = enforce_block_mean(out[:, ::tf].flatten(0, 1), rain.flatten(0, 1), f).view(
+            b, t, 1, h * f, w * f
+        )
+        if tf == 1:
+            return anchors
+        parts = out.view(b, t_out, 1, h * f, w * f)
+        inserted = parts[:, :-1].reshape(b, t - 1, tf, 1, h * f, w * f)[:, :, 1:]
+        stacked = torch.cat([anchors[:, :-1, None], inserted], 2).flatten(1, 2)
+        return torch.cat([stacked, anchors[:, -1:]], 1)
 
 
 def _build(name: str, presets: dict, config: Any, factor: int, time_factor: int) -> ZSM:
@@ -468,10 +565,11 @@ def build_model(
     Parameters
     ----------
     name
-        ``"trilinear"``, ``"unet"``, ``"unet3d"``, ``"zsm"`` or ``"fczsm"``.
+        ``"trilinear"``, ``"flow"``, ``"unet"``, ``"unet3d"``, ``"zsm"`` or ``"fczsm"``.
     config
-        A preset name (``"default"``, ``"compact"``, ``"paper"``, ``"tiny"``) or
-        a dict of overrides of a preset (``{"preset": "compact", "in_channels": 3}``);
+        A preset name (``"default"``; for ZSM / FC-ZSM ``"flow-compact"``,
+        ``"flow-paper"``, ``"flow-tiny"``) or a dict of overrides of a preset
+        (``{"preset": "flow-compact", "in_channels": 3}``);
         a full config read from a weights file also works.
     factor, time_factor
         Spatial and temporal refinement; an unsupported value raises
@@ -485,6 +583,8 @@ def build_model(
         from xnowcast.models.interpolation import build_trilinear
 
         return build_trilinear(config, factor, time_factor)
+    if name == "flow":
+        return build_flow(config, factor, time_factor)
     if name == "unet":
         from xnowcast.models.unet import build_unet
 

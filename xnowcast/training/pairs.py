@@ -40,6 +40,7 @@ __all__ = [
     "PairSet",
     "block_mean",
     "coarsen_window",
+    "dihedral",
     "load_rain_rate",
     "make_pairs",
     "static_fields",
@@ -114,6 +115,8 @@ class PairSet:
     static : Tensor ``(N, 3, H, W)`` (:data:`STATIC_NAMES`)
     events : list of str, the event of each pair
     info : dict, how the pairs were made
+    motion : Tensor ``(N, T-1, 2, h, w)`` or None: the optical flow of each coarse pair
+        measured on the whole domain of the event (coarse pixels per input step)
     """
 
     coarse: Any
@@ -122,6 +125,7 @@ class PairSet:
     static: Any
     events: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    motion: Any = None
 
     def __len__(self) -> int:
         return int(self.coarse.shape[0])
@@ -132,8 +136,15 @@ class PairSet:
 
         idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
         events = [self.events[i] for i in idx.tolist()] if self.events else []
+        motion = None if self.motion is None else self.motion[idx]
         return PairSet(
-            self.coarse[idx], self.fine[idx], self.mask[idx], self.static[idx], events, self.info
+            self.coarse[idx],
+            self.fine[idx],
+            self.mask[idx],
+            self.static[idx],
+            events,
+            self.info,
+            motion,
         )
 
     @staticmethod
@@ -151,6 +162,7 @@ class PairSet:
             torch.cat([s.static for s in sets]),
             [e for s in sets for e in s.events],
             {**sets[0].info, "events": sorted({e for s in sets for e in s.events})},
+            None if any(s.motion is None for s in sets) else torch.cat([s.motion for s in sets]),
         )
 
 
@@ -169,6 +181,7 @@ def make_pairs(
     min_valid_fraction: float = 0.5,
     seed: int = 0,
     event: str = "",
+    motion: bool = False,
 ) -> PairSet:
     """Cut coarse/fine pairs from a fine rain-rate DataArray ``(time, y, x)`` in mm/h.
 
@@ -200,6 +213,10 @@ def make_pairs(
         Seed of the random choice of crops.
     event
         A name recorded with each pair.
+    motion
+        Also measure the optical flow of every pair of consecutive coarse frames on
+        the whole domain (the ``flow`` downscaler's motion) and keep it cropped with
+        each pair, as a downscaler would see it at inference on the whole domain.
     """
     import torch
     import xbatcher
@@ -221,7 +238,7 @@ def make_pairs(
     values = values[:, :h_all, :w_all]
     ds = xr.Dataset(
         {"rain": (("time", "y", "x"), values)},
-        coords={"y": np.arange(h_all), "x": np.arange(w_all)},
+        coords={"time": np.arange(values.shape[0]), "y": np.arange(h_all), "x": np.arange(w_all)},
     )
     gen = xbatcher.BatchGenerator(
         ds,
@@ -271,12 +288,20 @@ def make_pairs(
         y = yf[::factor] + (yf[1] - yf[0]) * (factor - 1) / 2
     static_all = static_fields(coarse_all, factor, x, y)
 
-    coarse_l, fine_l, mask_l, static_l = [], [], [], []
+    flows = _phase_flows(values, factor, time_factor) if motion else None
+    coarse_l, fine_l, mask_l, static_l, motion_l = [], [], [], [], []
     for i in chosen:
         patch = gen[i]["rain"]
         fine = patch.values
         coarse, mask = coarsen_window(fine, factor, time_factor)
         y0, x0 = int(patch["y"][0]), int(patch["x"][0])
+        if flows is not None:
+            t0 = int(patch["time"][0])
+            phase, first = t0 % time_factor, t0 // time_factor
+            cy, cx = y0 // factor, x0 // factor
+            motion_l.append(
+                flows[phase][first : first + window - 1, :, cy : cy + crop, cx : cx + crop]
+            )
         coarse_l.append(np.nan_to_num(coarse, nan=0.0))
         fine_l.append(np.nan_to_num(fine, nan=0.0))
         mask_l.append(mask)
@@ -286,6 +311,7 @@ def make_pairs(
         fine_l = [np.zeros((t_fine, size, size), np.float32)]
         mask_l = [np.zeros((t_fine, size, size), bool)]
         static_l = [np.zeros((len(STATIC_NAMES), size, size), np.float32)]
+        motion_l = [np.zeros((window - 1, 2, crop, crop), np.float32)]
     keep = len(chosen)
     return PairSet(
         torch.from_numpy(np.stack(coarse_l)[:keep]).unsqueeze(2),
@@ -294,4 +320,70 @@ def make_pairs(
         torch.from_numpy(np.stack(static_l)[:keep]),
         [event] * keep,
         info,
+        torch.from_numpy(np.stack(motion_l)[:keep]) if motion else None,
     )
+
+
+def _phase_flows(values: np.ndarray, factor: int, time_factor: int) -> list[np.ndarray]:
+    """Pair flows of the coarse series of each time phase, at coarse resolution.
+
+    Returns a list (one per phase ``p``: the coarse frames are the fine frames
+    ``p, p + tf, ...``) of ``(T_p - 1, 2, h, w)`` float32 arrays, coarse px per step.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from xnowcast.models.flow import build_flow
+
+    model = build_flow(factor=factor, time_factor=time_factor)
+    out = []
+    for phase in range(time_factor):
+        coarse = np.nan_to_num(block_mean(values[phase::time_factor], factor))
+        frames = torch.from_numpy(coarse.astype(np.float32))[None, :, None]
+        with torch.no_grad():
+            flow = model.motion(frames)[0]
+            flow = F.interpolate(flow, size=coarse.shape[-2:], mode="bilinear", align_corners=False)
+        out.append(flow.numpy())
+    return out
+
+
+def _rotate_vectors(motion: Any, k: int, flip: bool) -> Any:
+    """Rotate / flip a field of (x, y) displacement vectors ``(..., 2, H, W)`` like its grid."""
+    import torch
+
+    for _ in range(k % 4):
+        motion = torch.rot90(motion, 1, dims=(-2, -1))
+        # a displacement (u, v) in (column, row) becomes (v, -u) on the rotated grid
+        motion = torch.stack((motion[..., 1, :, :], -motion[..., 0, :, :]), dim=-3)
+    if flip:
+        motion = torch.flip(motion, dims=(-1,))
+        motion = torch.stack((-motion[..., 0, :, :], motion[..., 1, :, :]), dim=-3)
+    return motion
+
+
+def dihedral(batch: tuple, generator: Any) -> tuple:
+    """One random element of the dihedral group (and maybe time reversal) applied to a batch.
+
+    ``batch`` is ``(coarse, fine, mask, static, motion)`` (``motion`` may be None);
+    rotations and the flip act on the last two axes of all, the motion vectors turn
+    with the grid, time reversal reverses the frames and negates the reversed motion.
+    """
+    import torch
+
+    coarse, fine, mask, static, motion = batch
+    k = int(torch.randint(4, (1,), generator=generator))
+    flip = bool(torch.randint(2, (1,), generator=generator))
+    reverse = bool(torch.randint(2, (1,), generator=generator))
+
+    def grid(x: Any) -> Any:
+        x = torch.rot90(x, k, dims=(-2, -1))
+        return torch.flip(x, dims=(-1,)) if flip else x
+
+    coarse, fine, mask, static = (grid(x) for x in (coarse, fine, mask, static))
+    if motion is not None:
+        motion = _rotate_vectors(motion, k, flip)
+    if reverse:
+        coarse, fine, mask = (torch.flip(x, dims=(1,)) for x in (coarse, fine, mask))
+        motion = None if motion is None else -torch.flip(motion, dims=(1,))
+    out = tuple(x.contiguous() for x in (coarse, fine, mask, static))
+    return (*out, None if motion is None else motion.contiguous())

@@ -1,8 +1,9 @@
 """Supervised training of the downscaling models on real radar (MSE, Adam).
 
 The loss is the mean squared error in the model's output value space
-(``model.forward_z``; for the shipped configs a linear scaling of mm/h, for the
-``paper`` presets the FC-ZSM paper's normalised dBZ), over the fine cells the
+(``model.forward_z``: for the U-Nets' shipped configs a linear scaling of mm/h,
+for ZSM / FC-ZSM ``log1p(R) / log1p(10)``, for the ``paper`` presets the FC-ZSM
+paper's normalised dBZ), over the fine cells the
 pair's mask keeps (observed target, observed coarse input).  Adam with a cosine
 learning-rate decay, gradient clipping, random flips / rotations / time
 reversal of the crops, a tqdm progress bar, periodic validation and
@@ -17,8 +18,11 @@ k2 = 0.03, c3 = c2/2, uniform 7x7 windows, L = the data range of the targets)
 
 Run from the command line (one model per process)::
 
-    python -m xnowcast.training.supervised zsm --config compact \\
-        --data-root ../shared/data --out xnowcast/weights/zsm-compact.safetensors
+    python -m xnowcast.training.supervised unet --config compact \\
+        --data-root ../shared/data --out xnowcast/weights/unet-compact.safetensors
+
+(ZSM / FC-ZSM on the motion prior are trained by :mod:`xnowcast.training.longrun`:
+Charbonnier loss, pairs at every time step with whole-domain motion, exact resume.)
 """
 
 from __future__ import annotations
@@ -36,7 +40,13 @@ from typing import Any
 
 import numpy as np
 
-from xnowcast.training.pairs import STATIC_NAMES, PairSet, load_rain_rate, make_pairs
+from xnowcast.training.pairs import (
+    STATIC_NAMES,
+    PairSet,
+    dihedral,
+    load_rain_rate,
+    make_pairs,
+)
 
 __all__ = [
     "DEFAULT_EVENTS",
@@ -113,22 +123,8 @@ def masked_mse(pred: Any, target: Any, mask: Any) -> Any:
 
 
 def _augment(batch: tuple, generator: Any) -> tuple:
-    """The same random flip / rotation / time reversal applied to every tensor of a batch."""
-    import torch
-
-    coarse, fine, mask, static = batch
-    k = int(torch.randint(4, (1,), generator=generator))
-    flip = bool(torch.randint(2, (1,), generator=generator))
-    reverse = bool(torch.randint(2, (1,), generator=generator))
-
-    def spatial(x: Any) -> Any:
-        x = torch.rot90(x, k, dims=(-2, -1))
-        return torch.flip(x, dims=(-1,)) if flip else x
-
-    out = [spatial(coarse), spatial(fine), spatial(mask), spatial(static)]
-    if reverse:
-        out[:3] = [torch.flip(x, dims=(1,)) for x in out[:3]]
-    return tuple(t.contiguous() for t in out)
+    """The same random rotation / flip / time reversal applied to every tensor of a batch."""
+    return dihedral((*batch, None), generator)[:4]
 
 
 def _subcrop(batch: tuple, size: int, factor: int, generator: Any) -> tuple:
