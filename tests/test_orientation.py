@@ -112,10 +112,40 @@ def test_fczsm_static_fields_follow_the_data(radar: xr.DataArray) -> None:
         # static fields flipped with the data, or left north up: the same forecast
         for given in (static, [flip(s, dims) for s in static]):
             assert_flipped(run("fczsm", flipped, static=given), expected, dims)
-    # and the static fields matter: a different terrain gives a different output
+
+
+def _perturbed_fczsm(path: Any) -> Any:
+    """FC-ZSM weights whose learned residual is not zero (untrained FC-ZSM equals ``flow``)."""
+    import torch
+
+    from xnowcast.weights import save_weights
+
+    net = get_spec("fczsm").build()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    config = dict(net.config) if isinstance(net.config, dict) else net.config
+    save_weights(net.state_dict(), path, {"model": "fczsm", "config": config})
+    return path
+
+
+def test_fczsm_static_fields_steer_a_trained_model_in_any_orientation(
+    radar: xr.DataArray, tmp_path: Any
+) -> None:
+    """With a non-zero learned part the static fields matter, and still follow the data."""
+    weights = _perturbed_fczsm(tmp_path / "fczsm-perturbed.safetensors")
+    grid = run("trilinear", radar)
+    static = _static_fields(grid.isel(time=0, drop=True))
+    expected = run("fczsm", radar, static=static, weights=weights)
     other = [static[0][::-1].assign_coords(y=static[0].y), *static[1:]]
-    changed = run("fczsm", radar, static=other)
+    changed = run("fczsm", radar, static=other, weights=weights)
     assert float(abs(changed - expected).max()) > 1e-3
+    for dims in FLIPS.values():
+        flipped = [flip(s, dims) for s in static]
+        assert_flipped(
+            run("fczsm", flip(radar, dims), static=flipped, weights=weights), expected, dims
+        )
 
 
 def test_training_data_are_north_up(radar: xr.DataArray) -> None:
