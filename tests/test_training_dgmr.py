@@ -133,6 +133,8 @@ def test_grid_cell_regularizer_weights_and_mask() -> None:
     assert got.item() == pytest.approx(2 * (0 + 2 + 24) / 3)
     got = losses.grid_cell_regularizer(samples, target, valid, mode="plus_one")
     assert got.item() == pytest.approx(2 * (1 + 3 + 24) / 3)
+    got = losses.grid_cell_regularizer(samples, target, valid, mode="none")
+    assert got.item() == pytest.approx(2.0)
     assert losses.grid_cell_regularizer(samples, target).item() == pytest.approx(
         2 * (0 + 2 + 24 + 5) / 4
     )
@@ -327,6 +329,14 @@ def test_train_dgmr_checkpoints_resume_and_weights(tmp_path: Path) -> None:
     assert meta["training"]["selected_step"] == full_meta["best"]["step"]
     assert [c["step"] for c in meta["training"]["curve"]] == [0, 2]
     assert meta["scores"]["crps"] == pytest.approx(full_meta["best"]["crps"])
+    # a new run can start from a weights file (fine-tuning with another recipe)
+    tuned = gan.train_dgmr(
+        da, steps=0, out_dir=tmp_path / "tuned", init_weights=full.weights, **kwargs
+    )
+    assert tuned.training["initialised_from"]["weights"] == str(full.weights)
+    tuned_parameters = dict(tuned.generator.named_parameters())
+    for k, v in full.generator.named_parameters():  # (buffers move in batch-norm refreshes)
+        torch.testing.assert_close(tuned_parameters[k], v, msg=k)
     # checkpoints hold no pickles: both files open as safetensors
     for name in (gan_checkpoint.CHECKPOINT, gan_checkpoint.OPTIMISER):
         with safe_open(str(tmp_path / "full" / name), framework="pt") as f:

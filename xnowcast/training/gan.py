@@ -260,6 +260,7 @@ def train_dgmr(
     q_m: float = 0.1,
     metadata: Mapping[str, Any] | None = None,
     precision: str = "fp32",
+    init_weights: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train DGMR on radar DataArrays; write checkpoints and the generator's weights.
 
@@ -321,6 +322,10 @@ def train_dgmr(
         ``"fp32"`` (default) or ``"bf16"``: bfloat16 autocast of the forward
         passes (losses and optimiser in float32), about 1.7x faster on CPUs
         with AMX/AVX512-BF16.
+    init_weights
+        Start a new run from these generator weights (a DGMR weights file of the
+        same config; the discriminators start afresh), e.g. to fine-tune the best
+        generator of an earlier run with another recipe.  Ignored on ``resume``.
 
     Returns
     -------
@@ -401,6 +406,19 @@ def train_dgmr(
     step = 0
     wall = 0.0
     best: dict[str, Any] = {}
+    if init_weights is not None and resume is None:
+        from xnowcast.weights import load_state_dict
+
+        state, init_meta = load_state_dict(init_weights)
+        if resolve_config(init_meta["config"]) != cfg:
+            raise ValueError(f"{init_weights} holds another DGMR config than {config_name!r}")
+        generator.load_state_dict(state)
+        done = init_meta.get("training", {})
+        args["initialised_from"] = {
+            "weights": str(init_weights),
+            "steps": done.get("selected_step", done.get("steps")),
+            "recipe": {k: done.get(k) for k in ("grid_weight_mode", "lr_generator", "crop")},
+        }
     if resume is not None:
         tensors, meta = load_checkpoint(resume)
         generator.load_state_dict(strip_prefix(tensors, "generator"))

@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lead-steps", type=int, default=18)
     p.add_argument("--grid-samples", type=int, default=6)
-    p.add_argument("--grid-weight-mode", default="plus_one", choices=["clip", "plus_one"])
+    p.add_argument("--grid-weight-mode", default="plus_one", choices=["clip", "plus_one", "none"])
+    p.add_argument("--init-weights", default=None, help="start from these generator weights")
     p.add_argument("--no-augment", action="store_true", help="no dihedral augmentation")
     p.add_argument("--lr-generator", type=float, default=5e-5)
     p.add_argument("--lr-discriminator", type=float, default=2e-4)
@@ -107,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         time_budget=a.time_budget,
         resume=a.resume,
         precision=a.precision,
+        init_weights=a.init_weights,
         metadata={"held_out": a.val, "commit": commit, "data": "pysteps-data eaa59fb"},
     )
     print(
