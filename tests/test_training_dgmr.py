@@ -341,3 +341,14 @@ def test_train_dgmr_checkpoints_resume_and_weights(tmp_path: Path) -> None:
     for name in (gan_checkpoint.CHECKPOINT, gan_checkpoint.OPTIMISER):
         with safe_open(str(tmp_path / "full" / name), framework="pt") as f:
             assert len(list(f.keys())) > 0
+
+
+def test_validation_keeps_unbiased_volume_before_lower_crps() -> None:
+    dry = {"crps": 0.29, "volume_ratio": 0.6}
+    fair = {"crps": 0.33, "volume_ratio": 0.9}
+    fairer = {"crps": 0.31, "volume_ratio": 1.1}
+    assert gan._better(dry, {})
+    assert gan._better(fair, dry)  # a worse CRPS, but the rain volume is right
+    assert not gan._better(dry, fair)
+    assert gan._better(fairer, fair) and not gan._better(fair, fairer)
+    assert gan._better({"crps": 0.2, "volume_ratio": 0.5}, {"crps": 0.3, "volume_ratio": 2.0})

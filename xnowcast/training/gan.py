@@ -33,7 +33,9 @@ The recipe, and where it departs from the paper:
   by :func:`~xnowcast.training.gan_validation.ensemble_scores` (CRPS per lead,
   spread/skill, volume and area ratios, 2-4 px power, first-step jump,
   member spread, against persistence and extrapolation); the generator of
-  lowest CRPS is kept (``best.safetensors``) and becomes the weights file.
+  lowest CRPS among those whose rain volume is within 0.8-1.25x of the
+  observed (any, if none is) is kept (``best.safetensors``) and becomes the
+  weights file: CRPS alone rewards forecasts that are too dry.
 
 Missing target pixels are left out of the regulariser and zeroed in the
 generated sequences the discriminators see, as they are in the observed ones.
@@ -430,6 +432,9 @@ def train_dgmr(
         history = list(meta.get("history", []))
         wall = float(meta.get("wall_time", 0.0))
         best = dict(meta.get("best", {}))
+        if "initialised_from" in meta["args"]:
+            args["initialised_from"] = meta["args"]["initialised_from"]
+        args["resumed_at"] = [*meta["args"].get("resumed_at", []), step]
 
     def checkpoint() -> Path:
         meta = {
@@ -475,9 +480,10 @@ def train_dgmr(
         assert val_batch is not None
         ev = inference_copy()
         scores_now = validate_generator(ev, val_batch, val_members, 18, seed, dev)
-        if step > 0 and (not best or scores_now["crps"] < best["crps"]):
+        if step > 0 and _better(scores_now, best):
             best.clear()
             best.update({"step": step, "crps": scores_now["crps"]})
+            best["volume_ratio"] = scores_now.get("volume_ratio", float("nan"))
             record = {**training_record(False), "selected_step": step}
             save_generator_weights(ev, out / BEST, training=record, scores=scores_now)
         return scores_now
@@ -573,6 +579,30 @@ def train_dgmr(
         sha256=sha,
         training=training,
     )
+
+
+#: rain volume ratios (forecast / observed, 30-90 min) a kept generator should have.
+VOLUME_RANGE = (0.8, 1.25)
+
+
+def _better(scores: Mapping[str, float], best: Mapping[str, Any]) -> bool:
+    """Whether a validation beats the kept one: unbiased volume first, then lower CRPS.
+
+    CRPS alone rewards a forecast that is too dry (the median of a skewed
+    distribution is below its mean), so a generator whose rain volume is within
+    :data:`VOLUME_RANGE` of the observed beats one that is not.
+    """
+    if not best:
+        return True
+
+    def ok(volume: float) -> bool:
+        return VOLUME_RANGE[0] <= volume <= VOLUME_RANGE[1]
+
+    new_ok = ok(float(scores.get("volume_ratio", float("nan"))))
+    old_ok = ok(float(best.get("volume_ratio", float("nan"))))
+    if new_ok != old_ok:
+        return new_ok
+    return float(scores["crps"]) < float(best["crps"])
 
 
 #: validation scores kept in the weights' training curve.
