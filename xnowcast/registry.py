@@ -293,7 +293,7 @@ register(
         weights={
             "small": WeightsFile(
                 "dgmr-small.safetensors",
-                "1809f0408b3b3e54f8ad51f240e3fcc788caa8f971b8f21b3e2c499c32d3afa9",
+                "b4f90e7e030647e752c0197386afe974268fefcd9de84dccccb63d734ffc144f",
             )
         },
         default_weights="small",
