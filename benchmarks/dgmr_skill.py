@@ -405,6 +405,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _provenance(training: dict) -> str:
+    """A sentence on the run the weights were fine-tuned from, if any."""
+    init = training.get("initialised_from")
+    if not init:
+        return ""
+    recipe = ", ".join(f"{k} {v}" for k, v in init.get("recipe", {}).items())
+    return (
+        f"They were fine-tuned (grid-cell weight ``{training.get('grid_weight_mode')}``, "
+        f"generator lr {training.get('lr_generator')}) from the generator of an earlier run "
+        f"after {init.get('steps')} steps ({recipe}); the curve below is the fine-tuning run's, "
+        f"whose steps count from there ({training.get('steps_trained', '?')} trained)."
+    )
+
+
 def write_docs(results: list[dict], a: argparse.Namespace) -> None:
     """docs/dgmr_skill_card.rst from the results."""
     from xnowcast.registry import get_spec
@@ -423,6 +437,7 @@ def write_docs(results: list[dict], a: argparse.Namespace) -> None:
         f"Weights: ``{spec.default_weights}`` ({training.get('steps', '?')} generator steps, "
         f"crops of {training.get('crop', '?')} px, {training.get('wall_time_s', '?')} s of "
         "training; events " + ", ".join(training.get("events", [])) + "; RMI 2021-07-04 held out).",
+        _provenance(training),
         "",
         "Scores at 30/60/90 min where the radar and every forecast are known; an ensemble is",
         "scored member by member (CSI, FSS) and as an ensemble (CRPS, spread/skill).  See the",
