@@ -22,7 +22,10 @@ The recipe, and where it departs from the paper:
 * **grid-cell weight** ``min(y + 1, 24)`` (``grid_weight_mode="plus_one"``,
   the paper's text): the pseudocode's ``clip(y, 0, 24)`` gives dry pixels no
   weight, so rain generated where none fell costs nothing there, one cause
-  of the wet bias of the earlier weights;
+  of the wet bias of the earlier weights.  Any weight growing with the rain
+  still moves the L1 optimum towards rain (a pixel is best forecast wet once
+  its chance of rain exceeds ``1 / (1 + w)``); ``grid_weight_mode="none"``
+  (plain L1, the median) drifts dry instead: see the training guide;
 * **no separate deterministic warm-up**: the generator forecasts a residual
   over extrapolation whose output head starts at zero
   (:mod:`xnowcast.models.dgmr`), so step 0 already *is* the extrapolation
