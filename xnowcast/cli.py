@@ -146,7 +146,7 @@ def _cmd_models(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     if args.model == "dgmr":
-        from xnowcast.training.gan import main as train_main
+        from xnowcast.training.gan_cli import main as train_main
 
         code = train_main(args.options)
     else:

@@ -316,16 +316,19 @@ register(
         name="dgmr",
         task="nowcast",
         builder="xnowcast.models.dgmr:build_generator",
-        summary="Deep Generative Model of Radar: a conditional GAN generator; ensembles by latent sampling.",
+        summary=(
+            "Deep Generative Model of Radar: a conditional GAN generator forecasting a residual "
+            "over extrapolation; ensembles by latent sampling."
+        ),
         reference="Ravuri et al. (2021), Nature 597, 672-677",
         time_step_minutes=_MIN,
         units="mm/h",
-        normalisation="small config: log1p input, output scaled by 10 mm/h; paper config: mm/h",
+        normalisation="log1p of mm/h in; residual over extrapolation in log1p space out",
         default_config="small",
         weights={
             "small": WeightsFile(
                 "dgmr-small.safetensors",
-                "f9468de690d5ea1c70c6fab1d80ca601f94aee0e32a6c82b4dbdac4cb4768b14",
+                "b4f90e7e030647e752c0197386afe974268fefcd9de84dccccb63d734ffc144f",
             )
         },
         default_weights="small",

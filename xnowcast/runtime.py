@@ -241,7 +241,12 @@ def run_nowcast(
         if "valid" in kwargs:
             kwargs["valid"], _ = pad_to_multiple(kwargs["valid"], multiple)
 
+        # a latent model draws one field per member for the whole domain; tiles cut theirs from it
+        noise = model.sample_noise(x, kwargs["generator"]) if hasattr(model, "crop_noise") else None
+
         def call(tile_x: torch.Tensor, ys: slice, xs: slice) -> torch.Tensor:
+            if noise is not None:
+                return model(tile_x, steps, noise=model.crop_noise(noise, ys, xs))
             return model(tile_x, steps, **kwargs)
 
         with torch.inference_mode(), precision_context(device, precision):

@@ -60,9 +60,21 @@ def sn_conv2d(
     *,
     bias: bool = True,
     sn: bool = True,
+    padding_mode: str = "zeros",
 ) -> nn.Module:
-    """A 2-D convolution with 'same' padding, spectrally normalised unless ``sn=False``."""
-    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+    """A 2-D convolution with 'same' padding, spectrally normalised unless ``sn=False``.
+
+    ``padding_mode`` is torch's (``"zeros"``, ``"replicate"``, ``"reflect"``):
+    ``"replicate"`` keeps a uniform field uniform up to the borders.
+    """
+    conv = nn.Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        padding=kernel_size // 2,
+        bias=bias,
+        padding_mode=padding_mode,
+    )
     return _sn(conv, sn)
 
 
@@ -127,6 +139,8 @@ class DBlock(nn.Module):
         2 for images ``(B, C, H, W)``, 3 for sequences ``(B, C, T, H, W)``.
     sn
         Spectrally normalise the convolutions.
+    padding_mode
+        Padding of the 2-D 3x3 convolutions (see :func:`sn_conv2d`).
     """
 
     def __init__(
@@ -138,16 +152,18 @@ class DBlock(nn.Module):
         pre_activation: bool = True,
         dims: int = 2,
         sn: bool = True,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims}")
+        pad = {"padding_mode": padding_mode} if dims == 2 else {}
         conv = sn_conv2d if dims == 2 else sn_conv3d
         self.downsample = downsample
         self.pre_activation = pre_activation
         self.dims = dims
-        self.conv1 = conv(in_channels, out_channels, 3, sn=sn)
-        self.conv2 = conv(out_channels, out_channels, 3, sn=sn)
+        self.conv1 = conv(in_channels, out_channels, 3, sn=sn, **pad)
+        self.conv2 = conv(out_channels, out_channels, 3, sn=sn, **pad)
         self.shortcut = (
             conv(in_channels, out_channels, 1, sn=sn) if in_channels != out_channels else None
         )
@@ -170,18 +186,26 @@ class GBlock(nn.Module):
     ``out = conv3(relu(bn(conv3(up(relu(bn(x))))))) + conv1(up(x))``: the
     first 3x3 convolution keeps the input width, the second maps to
     ``out_channels``; the 1x1 shortcut exists only when the width changes.
-    Up-sampling is nearest-neighbour.
+    Up-sampling is nearest-neighbour followed by a 3x3 convolution (a
+    resize-convolution, free of the checkerboard of transposed or sub-pixel
+    convolutions); ``padding_mode`` as in :func:`sn_conv2d`.
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, *, upsample: bool = False, sn: bool = True
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        upsample: bool = False,
+        sn: bool = True,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         self.upsample = upsample
         self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = sn_conv2d(in_channels, in_channels, 3, sn=sn)
+        self.conv1 = sn_conv2d(in_channels, in_channels, 3, sn=sn, padding_mode=padding_mode)
         self.bn2 = nn.BatchNorm2d(in_channels)
-        self.conv2 = sn_conv2d(in_channels, out_channels, 3, sn=sn)
+        self.conv2 = sn_conv2d(in_channels, out_channels, 3, sn=sn, padding_mode=padding_mode)
         self.shortcut = (
             sn_conv2d(in_channels, out_channels, 1, sn=sn) if in_channels != out_channels else None
         )
@@ -207,12 +231,14 @@ class LBlock(nn.Module):
     in`` new channels); the residual branch is ReLU, 3x3 conv, ReLU, 3x3 conv.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, sn: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, sn: bool = False, padding_mode: str = "zeros"
+    ) -> None:
         super().__init__()
         if out_channels < in_channels:
             raise ValueError("an LBlock cannot reduce the number of channels")
-        self.conv1 = sn_conv2d(in_channels, out_channels, 3, sn=sn)
-        self.conv2 = sn_conv2d(out_channels, out_channels, 3, sn=sn)
+        self.conv1 = sn_conv2d(in_channels, out_channels, 3, sn=sn, padding_mode=padding_mode)
+        self.conv2 = sn_conv2d(out_channels, out_channels, 3, sn=sn, padding_mode=padding_mode)
         self.shortcut = (
             sn_conv2d(in_channels, out_channels - in_channels, 1, sn=sn)
             if out_channels > in_channels
@@ -276,15 +302,26 @@ class ConvGRU(nn.Module):
         Spatial size of the gate convolutions.
     sn
         Spectrally normalise the gate convolutions.
+    padding_mode
+        ``"zeros"`` or ``"replicate"`` (see :func:`sn_conv2d`).
     """
 
     def __init__(
-        self, in_channels: int, hidden_channels: int, kernel_size: int = 3, *, sn: bool = True
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        kernel_size: int = 3,
+        *,
+        sn: bool = True,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
+        if padding_mode not in ("zeros", "replicate"):
+            raise ValueError(f"padding_mode must be 'zeros' or 'replicate', got {padding_mode!r}")
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
         self.padding = kernel_size // 2
+        self.padding_mode = padding_mode
         total = in_channels + hidden_channels
         self.read_gate = sn_conv2d(total, hidden_channels, kernel_size, sn=sn)
         self.update_gate = sn_conv2d(total, hidden_channels, kernel_size, sn=sn)
@@ -303,6 +340,12 @@ class ConvGRU(nn.Module):
         else:
             w_ch = w_ch.contiguous()
         return w_x, b_x, w_h, w_ch, self.hidden_channels
+
+    def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        pad = self.padding
+        if self.padding_mode == "zeros" or pad == 0:
+            return F.conv2d(x, weight, bias, padding=pad)
+        return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), weight, bias)
 
     def forward(self, x: Tensor, state: Tensor, steps: int | None = None) -> tuple[Tensor, Tensor]:
         """Run the GRU over a sequence.
@@ -323,24 +366,24 @@ class ConvGRU(nn.Module):
             ``(B, T, hidden_channels, H, W)`` and the final state.
         """
         w_x, b_x, w_h, w_ch, hid = self._split_weights()
-        pad = self.padding
+        conv = self._conv
         if x.dim() == 4:
             if steps is None:
                 raise ValueError("steps is required when the input is the same at every step")
-            gx_all = F.conv2d(x, w_x, b_x, padding=pad).unsqueeze(1)  # (B, 1, 3hid, H, W)
+            gx_all = conv(x, w_x, b_x).unsqueeze(1)  # (B, 1, 3hid, H, W)
             n = steps
         else:
             b, n = x.shape[:2]
-            gx_all = F.conv2d(x.flatten(0, 1), w_x, b_x, padding=pad)
+            gx_all = conv(x.flatten(0, 1), w_x, b_x)
             gx_all = gx_all.reshape(b, n, *gx_all.shape[1:])
         h = state
         outputs = []
         for t in range(n):
             gx = gx_all[:, 0 if gx_all.shape[1] == 1 else t]
-            gh = F.conv2d(h, w_h, None, padding=pad)
+            gh = conv(h, w_h, None)
             r = torch.sigmoid(gx[:, :hid] + gh[:, :hid])
             u = torch.sigmoid(gx[:, hid : 2 * hid] + gh[:, hid:])
-            c = F.relu(gx[:, 2 * hid :] + F.conv2d(r * h, w_ch, None, padding=pad))
+            c = F.relu(gx[:, 2 * hid :] + conv(r * h, w_ch, None))
             h = c + u * (h - c)  # = u h + (1 - u) c
             outputs.append(h)
         return torch.stack(outputs, dim=1), h

@@ -37,14 +37,19 @@ def precipitation_weight(target: Tensor, cap: float = 24.0, mode: str = "clip") 
     """Per-pixel weight of the grid-cell loss.
 
     ``mode="clip"``: ``clip(y, 0, cap)`` (DGMR pseudocode, the default);
+    ``mode="none"``: 1 everywhere (a plain L1 of the sample mean, whose optimum is
+    the median: a weight growing with ``y`` moves the optimum towards rain, forecasting
+    rain wherever its chance exceeds ``1 / (1 + w(rain))``, a wet bias);
     ``mode="plus_one"``: ``min(y + 1, cap)`` (the paper's text with min for max),
     which also penalises rain generated over dry pixels.
     """
     if mode == "clip":
         return target.clamp(0.0, cap)
+    if mode == "none":
+        return target.new_ones(target.shape)
     if mode == "plus_one":
         return (target.clamp(min=0.0) + 1.0).clamp(max=cap)
-    raise ValueError(f"unknown weight mode {mode!r}: use 'clip' or 'plus_one'")
+    raise ValueError(f"unknown weight mode {mode!r}: use 'clip', 'plus_one' or 'none'")
 
 
 def grid_cell_regularizer(

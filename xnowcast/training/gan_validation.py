@@ -1,0 +1,219 @@
+"""Scores of an ensemble nowcast on validation crops (numpy), and standing batch-norm statistics.
+
+:func:`ensemble_scores` is what DGMR's training validates with (on held-out
+radar, every ``val_every`` steps) and what ``benchmarks/dgmr_skill.py`` reports:
+CRPS, spread/skill, CSI, rain volume and area ratios, power in the 2-4 pixel
+band, the first-step jump and the members' spread, each against the observed
+radar and the persistence and extrapolation baselines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from xnowcast.models.dgmr import Generator
+from xnowcast.training.data import CropBatch
+
+__all__ = [
+    "band_power",
+    "crps_ensemble",
+    "csi",
+    "ensemble_scores",
+    "forecast_scores",
+    "refresh_batchnorm",
+    "validate_generator",
+]
+
+
+def crps_ensemble(members: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """CRPS of an ensemble ``(M, ...)`` against ``obs`` per point (the energy form)."""
+    m = members.shape[0]
+    skill = np.abs(members - obs[None]).mean(axis=0)
+    srt = np.sort(members, axis=0)
+    # E|X - X'| from sorted members: sum_i (2i - m - 1) x_(i) * 2 / m^2
+    k = (2 * np.arange(1, m + 1) - m - 1).reshape((m,) + (1,) * (members.ndim - 1))
+    spread = 2.0 * (k * srt).sum(axis=0) / (m * m)
+    return skill - 0.5 * spread
+
+
+def csi(forecast: np.ndarray, obs: np.ndarray, valid: np.ndarray, threshold: float) -> float:
+    """Critical success index of ``forecast >= threshold`` over the ``valid`` points."""
+    f = (forecast >= threshold) & valid
+    o = (obs >= threshold) & valid
+    hits = np.sum(f & o)
+    denom = hits + np.sum(f & ~o) + np.sum(~f & o)
+    return float(hits / denom) if denom else float("nan")
+
+
+def band_power(fields: np.ndarray, low: float = 2.0, high: float = 4.0) -> float:
+    """Mean spectral power of ``(..., H, W)`` fields at wavelengths in ``[low, high]`` pixels."""
+    h, w = fields.shape[-2:]
+    ky = np.fft.fftfreq(h)[:, None]
+    kx = np.fft.fftfreq(w)[None, :]
+    k = np.hypot(ky, kx)
+    band = (k >= 1.0 / high) & (k <= 1.0 / low)
+    power = np.abs(np.fft.fft2(fields.reshape(-1, h, w))) ** 2
+    return float(power[:, band].mean())
+
+
+def forecast_scores(
+    members: np.ndarray,
+    obs: np.ndarray,
+    valid: np.ndarray,
+    last_input: np.ndarray | None = None,
+    thresholds: Sequence[float] = (1.0, 4.0, 8.0),
+) -> dict[str, float]:
+    """CSI (ensemble mean and mean over members), CRPS and persistence scores, all leads pooled.
+
+    ``members`` ``(M, B, T, H, W)``, ``obs`` and ``valid`` ``(B, T, H, W)``,
+    ``last_input`` ``(B, H, W)`` for the persistence reference.
+    """
+    out: dict[str, float] = {}
+    mean = members.mean(axis=0)
+    pers = None if last_input is None else np.broadcast_to(last_input[:, None], obs.shape)
+    for thr in thresholds:
+        key = f"{thr:g}"
+        out[f"csi_mean_{key}"] = csi(mean, obs, valid, thr)
+        out[f"csi_member_{key}"] = float(np.nanmean([csi(mb, obs, valid, thr) for mb in members]))
+        if pers is not None:
+            out[f"csi_persistence_{key}"] = csi(pers, obs, valid, thr)
+    out["crps"] = float(crps_ensemble(members, obs)[valid].mean())
+    if pers is not None:
+        out["crps_persistence"] = float(np.abs(pers - obs)[valid].mean())
+    out["mean_rate_forecast"] = float(mean[valid].mean())
+    out["mean_rate_observed"] = float(obs[valid].mean())
+    return out
+
+
+def ensemble_scores(
+    members: np.ndarray,
+    obs: np.ndarray,
+    valid: np.ndarray,
+    last_input: np.ndarray,
+    extrapolation: np.ndarray,
+    *,
+    step_minutes: float = 5.0,
+    leads: Sequence[int] = (30, 60, 90),
+    window: tuple[int, int] = (30, 90),
+) -> dict[str, float]:
+    """The validation scores of an ensemble against the radar and two baselines.
+
+    Parameters
+    ----------
+    members
+        ``(M, B, T, H, W)`` forecasts in mm/h (lead ``t`` is ``(t + 1) * step_minutes``).
+    obs, valid
+        ``(B, T, H, W)`` observations and where they are known.
+    last_input
+        ``(B, H, W)``: the last input frame (persistence).
+    extrapolation
+        ``(B, T, H, W)``: the extrapolation nowcast (its MAE is the deterministic bar).
+    leads
+        Lead times (minutes) of the per-lead scores.
+    window
+        Lead-time window (minutes) of the volume, area and spectrum ratios.
+
+    Returns
+    -------
+    dict
+        ``crps`` (all leads), ``crps_<lead>``, ``crps_persistence_<lead>``,
+        ``mae_extrapolation_<lead>``, ``spread_skill`` (ensemble std over the RMSE
+        of the ensemble mean, M-member corrected; 1 is calibrated), ``volume_ratio``
+        and ``area_ratio_1`` (forecast over observed, mean member, in ``window``),
+        ``power_ratio_2_4km`` (power at 2-4 pixel wavelengths, members over radar, in
+        ``window``), ``first_step_jump`` (mean rain at the first lead over the last
+        input's), ``member_std_60`` (median member std at 60 min where it rains
+        >= 0.1 mm/h in the observation), CSI of the ensemble mean at 1/4/8 mm/h, and
+        the same CRPS pooled over all leads for persistence.
+    """
+    m = members.shape[0]
+    t = members.shape[2]
+    lead_min = (np.arange(t) + 1) * step_minutes
+    out = forecast_scores(members, obs, valid, last_input)
+    crps = crps_ensemble(members, obs)
+    pers = np.broadcast_to(last_input[:, None], obs.shape)
+    for lead in leads:
+        i = int(np.argmin(np.abs(lead_min - lead)))
+        if lead_min[i] != lead:
+            continue
+        v = valid[:, i]
+        out[f"crps_{lead}"] = float(crps[:, i][v].mean())
+        out[f"crps_persistence_{lead}"] = float(np.abs(pers[:, i] - obs[:, i])[v].mean())
+        out[f"mae_extrapolation_{lead}"] = float(np.abs(extrapolation[:, i] - obs[:, i])[v].mean())
+    ens_mean = members.mean(axis=0)
+    var = members.var(axis=0, ddof=1) if m > 1 else np.zeros_like(ens_mean)
+    rmse = np.sqrt(((ens_mean - obs) ** 2)[valid].mean())
+    spread = np.sqrt(var[valid].mean() * (m + 1) / m)
+    out["spread_skill"] = float(spread / rmse) if rmse > 0 else float("nan")
+    w = (lead_min >= window[0]) & (lead_min <= window[1])
+    vw = valid[:, w]
+    fw = members[:, :, w]
+    ow = obs[:, w]
+    out["volume_ratio"] = float(np.mean([f[vw].sum() for f in fw]) / max(ow[vw].sum(), 1e-9))
+    area_obs = max(int((ow >= 1.0)[vw].sum()), 1)
+    out["area_ratio_1"] = float(np.mean([(f >= 1.0)[vw].sum() for f in fw]) / area_obs)
+    filled_obs = np.where(vw, ow, 0.0)
+    filled_fc = np.where(vw[None], fw, 0.0)
+    out["power_ratio_2_4km"] = float(band_power(filled_fc) / max(band_power(filled_obs), 1e-12))
+    mean_in = float(last_input.mean())
+    out["first_step_jump"] = float(members[:, :, 0].mean() / mean_in) if mean_in > 0 else 1.0
+    i60 = int(np.argmin(np.abs(lead_min - 60)))
+    rains = valid[:, i60] & (obs[:, i60] >= 0.1)
+    std60 = members[:, :, i60].std(axis=0)
+    out["member_std_60"] = float(np.median(std60[rains])) if rains.any() else float("nan")
+    return out
+
+
+@torch.no_grad()
+def validate_generator(
+    generator: Generator,
+    batch: CropBatch,
+    members: int,
+    lead: int,
+    seed: int,
+    device: str | torch.device,
+) -> dict[str, Any]:
+    """:func:`ensemble_scores` of ``members`` forecasts of the batch's inputs (eval mode)."""
+    was_training = generator.training
+    generator.eval()
+    rng = torch.Generator(device=device).manual_seed(seed)
+    x = batch.inputs.to(device)
+    outs = []
+    with torch.inference_mode():
+        base = generator.extrapolate(x, lead)
+        for _ in range(members):
+            outs.append(generator(x, lead, generator=rng, base=base).cpu().numpy()[:, :, 0])
+    generator.train(was_training)
+    obs = batch.targets[:, :lead, 0].numpy()
+    valid = batch.valid[:, :lead, 0].numpy()
+    return ensemble_scores(
+        np.stack(outs), obs, valid, batch.inputs[:, -1, 0].numpy(), base.cpu().numpy()[:, :, 0]
+    )
+
+
+@torch.no_grad()
+def refresh_batchnorm(
+    generator: Generator, batches: Sequence[Tensor], lead: int, seed: int = 0
+) -> None:
+    """Recompute the generator's batch-norm running statistics from ``batches`` of inputs.
+
+    The statistics become the plain average over the batches of the current
+    weights (BigGAN's standing statistics); the module is left in eval mode.
+    """
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    generator.train()
+    rng = torch.Generator(device=batches[0].device).manual_seed(seed)
+    for x in batches:
+        generator(x, lead, generator=rng)
+    for m, mom in zip(norms, saved, strict=True):
+        m.momentum = mom
+    generator.eval()
