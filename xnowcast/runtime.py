@@ -220,6 +220,9 @@ def run_nowcast(
     tileable = not accepts_mask
     tile = max(multiple, OPTIONS["tile_size"] // multiple * multiple)
     overlap = OPTIONS["tile_overlap"]
+    if hasattr(model, "crop_noise"):
+        # tiles cut their latent from one field per member: starts on the model's multiple
+        overlap = min(-(-overlap // multiple) * multiple, tile - multiple)
     size = auto_batch_size(min(h, tile), min(w, tile)) if batch_size == "auto" else int(batch_size)
     if batch_size == "auto" and getattr(model, "batches_members", False):
         size = members  # one call per initialisation: the members share its estimation
