@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import xnowcast
 from xnowcast.errors import CoordinateError, TimeAxisError
 from xnowcast.metrics import MetricError, metric_info
 from xnowcast.testing import moving_storm
@@ -422,3 +423,19 @@ def test_scores_record_the_forecast_model_and_weights():
     scores = verify(fc, obs, ["mae"])
     assert scores.attrs["forecast_model"] == "persistence"
     assert scores.attrs["forecast_weights"] == fc.attrs["xnowcast_weights"]
+
+
+def test_public_verify_scores_several_systems_on_common_pixels() -> None:
+    """``xnowcast.verify({...}, obs)``: one score Dataset per system, CF-finished, same pixels."""
+    obs = xnowcast.open_dataset("sample")["precipitation"].isel(x=slice(0, 64), y=slice(0, 64))
+    kwargs = {"steps": 3, "init_time": obs.time[5], "progress": False}
+    systems = {
+        "persistence": obs.nowcast.predict(model="persistence", **kwargs),
+        "extrapolation": obs.nowcast.predict(model="extrapolation", **kwargs),
+    }
+    scores = xnowcast.verify(systems, obs, metrics=["csi", "mae"], thresholds=[1])
+    assert set(scores) == set(systems)
+    for name, result in scores.items():
+        assert result.attrs["forecast_model"] == name
+        assert result.attrs["Conventions"].startswith("CF-")
+    assert "persistence" in scores["extrapolation"].attrs["common_mask"]
