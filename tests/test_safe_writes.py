@@ -134,3 +134,15 @@ def test_ctrl_c_during_the_model_run_leaves_no_temporary_file(
     assert "interrupted" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["fc.nc"]
     assert target.read_bytes() == b"the previous forecast"
+
+
+@pytest.mark.parametrize("suffix", [".nc", ".zarr"])
+def test_written_outputs_get_the_usual_permissions(tmp_path: Path, suffix: str) -> None:
+    """The private temporary (0600) does not leak into the result: others may read it."""
+    target = tmp_path / f"fc{suffix}"
+    old = os.umask(0o022)
+    try:
+        assert cli.main([*PREDICT, "-o", str(target)]) == 0
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == (0o755 if suffix == ".zarr" else 0o644)

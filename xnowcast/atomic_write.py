@@ -58,6 +58,13 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     return target
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class AtomicOutput:
     """A checked output path and the temporary file (or zarr folder) written in its place.
 
@@ -97,7 +104,12 @@ class AtomicOutput:
             self.discard()
 
     def commit(self) -> None:
-        """Put the written temporary in place of the target (an atomic rename for files)."""
+        """Put the written temporary in place of the target (an atomic rename for files).
+
+        The temporary was created private (mode 0600/0700); the result gets the mode a
+        plain ``open`` / ``mkdir`` would give it under the process's umask.
+        """
+        self.temporary.chmod((0o777 if self.temporary.is_dir() else 0o666) & ~_umask())
         if not _is_zarr(self.target) or not self.target.exists():
             os.replace(self.temporary, self.target)
             return
