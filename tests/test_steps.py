@@ -89,6 +89,23 @@ def test_lag2_adjustment_and_yule_walker_reproduce_the_correlations():
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
+def test_yule_walker_keeps_the_correlations_of_the_slowest_levels():
+    # the largest cascade level of steady rain (MeteoSwiss 2015-05-15): lag-1
+    # correlations above 0.999; the AR(2) must still reproduce both correlations
+    # (clamping g1 alone once tripled phi0 and worsened the 90 min CRPS)
+    gamma1 = torch.tensor([0.9993, 0.9991, 0.99995])
+    gamma2 = adjust_lag2(gamma1, torch.tensor([0.9970, 0.9974, 0.9998]))
+    phi = ar2_parameters(gamma1, gamma2)
+    rho = ar2_autocorrelation(phi, 2)
+    torch.testing.assert_close(rho[:, 1], gamma1, rtol=0, atol=2e-5)
+    torch.testing.assert_close(rho[:, 2], gamma2, rtol=0, atol=2e-5)
+    assert float(phi[0, 2]) < 0.02  # innovation scale of the slow level stays small
+    autoregression = pytest.importorskip("pysteps.timeseries.autoregression")
+    for g1, g2, ours in zip(gamma1.tolist(), gamma2.tolist(), phi.tolist(), strict=True):
+        theirs = autoregression.estimate_ar_params_yw([g1, g2])
+        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
+
+
 def test_a_long_ar2_run_has_the_variance_and_correlations_of_its_parameters():
     gamma1, gamma2 = torch.tensor([0.95, 0.7]), torch.tensor([0.85, 0.35])
     phi = ar2_parameters(gamma1, adjust_lag2(gamma1, gamma2))

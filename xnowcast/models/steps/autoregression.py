@@ -24,7 +24,11 @@ __all__ = [
     "ar2_step",
 ]
 
-_MAX_CORRELATION = 0.999
+# Only keeps ``1 - g1**2`` away from zero: the largest cascade levels of a steady rain
+# field have lag-1 correlations of 0.999 and more, and clamping them harder while
+# keeping their lag-2 correlation changes the fitted AR(2) a lot (its innovation
+# scale several times). The parameters are computed in float64 for the same reason.
+_MAX_CORRELATION = 1.0 - 1e-6
 
 
 def adjust_lag2(gamma1: Tensor, gamma2: Tensor) -> Tensor:
@@ -45,12 +49,13 @@ def adjust_lag2(gamma1: Tensor, gamma2: Tensor) -> Tensor:
     Tensor
         The adjusted lag-2 correlation, below 1.
     """
-    g1 = gamma1.clamp(-_MAX_CORRELATION, _MAX_CORRELATION)
-    g2 = torch.maximum(gamma2, 2.0 * g1.square() - 1.0)
+    dtype = gamma2.dtype
+    g1 = gamma1.double().clamp(-_MAX_CORRELATION, _MAX_CORRELATION)
+    g2 = torch.maximum(gamma2.double(), 2.0 * g1.square() - 1.0)
     g1_sq = g1.square().clamp_min(1e-6)
     smooth = (3.0 * g1_sq - 2.0 + 2.0 * (1.0 - g1_sq).clamp_min(0.0) ** 1.5) / g1_sq
     g2 = torch.where(g1.abs() > 1e-3, torch.maximum(g2, smooth), g2)
-    return g2.clamp(max=_MAX_CORRELATION)
+    return g2.clamp(max=_MAX_CORRELATION).to(dtype)
 
 
 def ar2_parameters(gamma1: Tensor, gamma2: Tensor) -> Tensor:
@@ -67,12 +72,14 @@ def ar2_parameters(gamma1: Tensor, gamma2: Tensor) -> Tensor:
         ``(..., 3)``: ``phi1``, ``phi2`` and the innovation scale
         ``phi0 = sqrt(1 - phi1 g1 - phi2 g2)`` that keeps the variance at one.
     """
-    g1 = gamma1.clamp(-_MAX_CORRELATION, _MAX_CORRELATION)
+    dtype = gamma1.dtype
+    g1 = gamma1.double().clamp(-_MAX_CORRELATION, _MAX_CORRELATION)
+    gamma2 = gamma2.double()
     denominator = 1.0 - g1.square()
     phi1 = g1 * (1.0 - gamma2) / denominator
     phi2 = (gamma2 - g1.square()) / denominator
     phi0 = (1.0 - phi1 * g1 - phi2 * gamma2).clamp_min(0.0).sqrt()
-    return torch.stack((phi1, phi2, phi0), dim=-1)
+    return torch.stack((phi1, phi2, phi0), dim=-1).to(dtype)
 
 
 def ar2_autocorrelation(phi: Tensor, lags: int) -> Tensor:
