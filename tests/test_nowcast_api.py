@@ -138,12 +138,10 @@ def test_seeded_ensemble_independent_of_chunking_and_selection() -> None:
     hindcast = obs.nowcast.predict(init_time=inits, **kwargs)
     lazy = obs.chunk(time=4).nowcast.predict(init_time=inits, **kwargs).chunk(init_time=1)
     single = obs.nowcast.predict(init_time=inits[1], **kwargs)
-    # the same draws whatever the chunking and selection; batches of another size may
-    # round differently in float32 (oneDNN picks kernels by batch size): 1e-4 mm/h
+    # the same draws on dask; torch in dask's worker threads has been seen to round
+    # differently in float32 (2e-5 mm/h, intermittent), hence 1e-4 there
     np.testing.assert_allclose(lazy.compute().values, hindcast.values, rtol=0, atol=1e-4)
-    np.testing.assert_allclose(
-        hindcast.sel(init_time=inits[1]).values, single.values, rtol=0, atol=1e-4
-    )
+    np.testing.assert_array_equal(hindcast.sel(init_time=inits[1]).values, single.values)
     # members are different draws, and other seeds give other draws (far beyond rounding)
     members = hindcast.isel(member=0).values - hindcast.isel(member=1).values
     assert float(np.nanmax(np.abs(members))) > 1e-2
