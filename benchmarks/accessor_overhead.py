@@ -22,7 +22,7 @@ import torch
 import xarray as xr
 
 import xnowcast
-from xnowcast.runtime import ModelRequest
+from xnowcast.registry import resolve_model
 
 
 def _field(size_y: int, size_x: int) -> xr.DataArray:
@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     weights = "default" if args.config is None else None
-    request = ModelRequest.create(args.model, config=args.config, weights=weights, device="cpu")
+    request = resolve_model(args.model, config=args.config, weights=weights, device="cpu")
     model = request.load()
     frames = int(model.input_frames)
     rows = []

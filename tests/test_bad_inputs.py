@@ -37,7 +37,7 @@ from xnowcast.errors import (
     UnitsError,
     XnowcastError,
 )
-from xnowcast.registry import MODELS, ModelSpec
+from xnowcast.registry import ModelSpec, specs
 from xnowcast.testing import assert_identical_outputs, moving_storm
 
 Call = Callable[..., xr.DataArray]
@@ -178,7 +178,7 @@ def toy() -> Iterator[type[ToyNowcaster]]:
     module = types.ModuleType("_xnowcast_toy_models")
     module.build = _build_toy  # type: ignore[attr-defined]
     sys.modules[module.__name__] = module
-    specs = [
+    toys = [
         ModelSpec(
             name="toy-nowcast",
             task="nowcast",
@@ -187,6 +187,7 @@ def toy() -> Iterator[type[ToyNowcaster]]:
             reference="-",
             time_step_minutes=5.0,
             stochastic=True,
+            input_frames=ToyNowcaster.input_frames,
         ),
         ModelSpec(
             name="toy-factors",
@@ -197,18 +198,18 @@ def toy() -> Iterator[type[ToyNowcaster]]:
             default_config="default",
             factors=(2, 4),
             time_factors=(1, 2),
+            window=4,
         ),
     ]
-    for spec in specs:
+    for spec in toys:
         registry.register(spec)
     ToyNowcaster.seen = []
     try:
         yield ToyNowcaster
     finally:
-        for spec in specs:
-            MODELS.pop(spec.name, None)
+        for spec in toys:
+            registry.unregister(spec.name, spec.task)
         sys.modules.pop(module.__name__, None)
-        registry._load_cached.cache_clear()
 
 
 def toy_nowcast(obj: Any, **kwargs: Any) -> xr.DataArray:
@@ -506,7 +507,7 @@ def test_time_step_different_from_the_models(toy: type[ToyNowcaster], runs: list
     np.testing.assert_array_equal(out.isel(lead_time=0).values, five[-1].values)
 
 
-FIXED_STEP = sorted(name for name, spec in MODELS.items() if spec.time_step_minutes)
+FIXED_STEP = sorted(spec.name for spec in specs("nowcast") if spec.time_step_minutes)
 
 
 @pytest.mark.parametrize(
@@ -520,7 +521,7 @@ FIXED_STEP = sorted(name for name, spec in MODELS.items() if spec.time_step_minu
     ],
 )
 def test_time_step_different_from_a_registered_models(name: str, runs: list[str]) -> None:
-    minutes = MODELS[name].time_step_minutes
+    minutes = registry.get_spec(name, "nowcast").time_step_minutes
     assert minutes is not None
     other = moving_storm(frames=6, shape=(64, 64), step=f"{int(2 * minutes)}min")
     refuse(
@@ -903,9 +904,7 @@ def test_factor_not_positive(storm: xr.DataArray, factor: Any, runs: list[str]) 
     )
 
 
-LIMITED_FACTORS = sorted(
-    name for name, spec in MODELS.items() if spec.task == "downscale" and spec.factors
-)
+LIMITED_FACTORS = sorted(spec.name for spec in specs("downscale") if spec.factors)
 
 
 @pytest.mark.parametrize(
@@ -921,7 +920,7 @@ LIMITED_FACTORS = sorted(
 def test_factor_a_registered_model_does_not_support(
     storm: xr.DataArray, name: str, runs: list[str]
 ) -> None:
-    bad = max(MODELS[name].factors) + 1
+    bad = max(registry.get_spec(name, "downscale").factors) + 1
     refuse(
         storm,
         lambda obj: obj.downscale(model=name, factor=bad, time_factor=1, progress=False),

@@ -158,6 +158,7 @@ def tiny_dgmr_registered(monkeypatch: pytest.MonkeyPatch):
         reference="-",
         time_step_minutes=5.0,
         stochastic=True,
+        input_frames=4,
     )
     registry.register(spec)
     tiles: list[tuple[slice, slice, torch.Tensor]] = []
@@ -172,9 +173,8 @@ def tiny_dgmr_registered(monkeypatch: pytest.MonkeyPatch):
     try:
         yield tiles
     finally:
-        registry.MODELS.pop(spec.name, None)
+        registry.unregister(spec.name, spec.task)
         sys.modules.pop(module.__name__, None)
-        registry._load_cached.cache_clear()
 
 
 def test_tiles_of_a_member_share_one_latent_field(tiny_dgmr_registered) -> None:

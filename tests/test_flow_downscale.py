@@ -12,7 +12,7 @@ import xarray as xr
 
 from xnowcast.models.flow import build_flow, consistent_upsample, enforce_block_mean
 from xnowcast.models.interpolation import build_trilinear
-from xnowcast.models.zsm import build_model
+from xnowcast.registry import build_model
 
 
 def _blob_sequence(t: int, size: int, velocity: tuple[float, float], step: float = 1.0):

@@ -17,7 +17,7 @@ import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xnowcast.registry import MODELS
+from xnowcast.registry import specs
 from xnowcast.tensors import pad_to_multiple, run_tiled
 from xnowcast.testing import moving_storm
 
@@ -204,9 +204,7 @@ def _small_input() -> xr.DataArray:
     return moving_storm(frames=6, shape=(64, 64), cells=3)
 
 
-STOCHASTIC = sorted(
-    name for name, spec in MODELS.items() if spec.task == "nowcast" and spec.stochastic
-)
+STOCHASTIC = sorted(spec.name for spec in specs("nowcast") if spec.stochastic)
 
 
 @pytest.mark.slow

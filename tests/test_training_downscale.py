@@ -117,7 +117,7 @@ def _tiny_real_pairs(shared_data: Path, n: int):
 @pytest.mark.slow
 def test_tiny_zsm_overfits_a_tiny_real_batch(shared_data, tmp_path):
     torch.manual_seed(0)
-    from xnowcast.models.zsm import build_model
+    from xnowcast.registry import build_model
 
     pairs = _tiny_real_pairs(shared_data, 2)
     model = build_model("zsm", "flow-tiny")
@@ -138,7 +138,7 @@ def test_tiny_zsm_overfits_a_tiny_real_batch(shared_data, tmp_path):
 
 
 def test_checkpoint_round_trip(tmp_path):
-    from xnowcast.models.zsm import build_model
+    from xnowcast.registry import build_model
 
     torch.manual_seed(0)
     model = build_model("fczsm", "flow-tiny")
@@ -184,7 +184,7 @@ def _sample_windows():
 
 @pytest.mark.parametrize("filename", sorted(SHIPPED))
 def test_shipped_weights_load_and_beat_trilinear_on_the_sample(filename):
-    from xnowcast.models.zsm import build_model
+    from xnowcast.registry import build_model
     from xnowcast.training.pairs import PairSet
 
     path = WEIGHTS_DIR / filename

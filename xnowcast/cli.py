@@ -12,7 +12,7 @@ import argparse
 import contextlib
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,29 @@ __all__ = ["build_parser", "main"]
 
 class UsageError(Exception):
     """A bad command line (reported as one line, exit code 2)."""
+
+
+class RegisteredModels:
+    """The registered model names of a task, as argparse ``choices`` (shown by ``--help``).
+
+    Read from the registry when the help is printed, so that building the parser
+    (every command) imports no torch.  Every name passes argparse: the library checks
+    it, with the one-line error that lists the same registered names (exit code 2).
+    """
+
+    def __init__(self, task: str, extra: tuple[str, ...] = ()) -> None:
+        self.task, self.extra = task, extra
+
+    def names(self) -> list[str]:
+        from xnowcast.registry import list_models
+
+        return [*self.extra, *list_models(self.task)]
+
+    def __contains__(self, name: object) -> bool:
+        return True  # checked by the library (a one-line error naming the valid models)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
 
 
 def _open(path: str, var: str | None = None) -> Any:
@@ -136,12 +159,14 @@ def _cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
-    from xnowcast.registry import MODELS
+    from xnowcast.registry import specs
 
-    for name in sorted(MODELS):
-        spec = MODELS[name]
+    for spec in specs():
         weights = spec.default_weights or "-"
-        print(f"{name:<14} {spec.task:<9} weights: {weights:<24} {spec.summary}")
+        print(
+            f"{spec.name:<14} {spec.task:<9} weights: {weights:<12} units: {spec.units:<6} "
+            f"normalisation: {spec.normalisation}; {spec.summary}"
+        )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -197,7 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     """,
     )
     p.add_argument("input", help="NetCDF/zarr file, radar files (glob), or a dataset name")
-    p.add_argument("--model", default="dgmr", help="nowcast model (default: dgmr)")
+    p.add_argument(
+        "--model",
+        default="dgmr",
+        choices=RegisteredModels("nowcast"),
+        help="a registered nowcast model (default: dgmr)",
+    )
     p.add_argument("--steps", type=int, default=18, help="lead times (default: 18)")
     p.add_argument("--members", type=int, default=1, help="ensemble members (default: 1)")
     p.add_argument(
@@ -231,7 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("--factor", type=int, default=2)
     p.add_argument("--time-factor", type=int, default=2)
-    p.add_argument("--model", default="auto")
+    p.add_argument(
+        "--model",
+        default="auto",
+        choices=RegisteredModels("downscale", extra=("auto",)),
+        help="a registered downscale model, or auto (default: the best measured)",
+    )
     p.add_argument("--var", default=None)
     p.add_argument("--units", default=None, help=_UNITS_HELP)
     p.add_argument("--device", default="auto")

@@ -32,12 +32,11 @@ from xnowcast.fields import (
 )
 from xnowcast.grids import STATIC_NAMES, fine_centres, known_fine_cells, static_fields
 from xnowcast.options import OPTIONS
-from xnowcast.registry import get_spec, weights_metadata
+from xnowcast.registry import ModelSpec, ResolvedModel, WeightsRecord, resolve_model
 from xnowcast.units import convert_values
 
 __all__ = ["AUTO_MODEL", "downscale", "fine_coordinate", "window_starts"]
 
-_MODEL_UNITS = "mm/h"
 #: What ``model="auto"`` runs: the best model measured on the held-out RMI event
 #: (``benchmarks/downscale_skill_card.py``): the shipped ZSM on the flow prior, MSE
 #: 0.988 x ``flow`` there (it falls back to ``flow``, with a warning, for inputs
@@ -81,7 +80,7 @@ def _assemble(outputs: np.ndarray, starts: list[int], frames: int, time_factor: 
 def _downscale_block(
     frames: np.ndarray,
     *,
-    request: Any,
+    request: ResolvedModel,
     units: str,
     step: Any,
     factor: int,
@@ -110,7 +109,7 @@ def _downscale_block(
         check_values=check_values,
     )
     frames = frames.astype(np.float32, copy=False)
-    precip = convert_values(frames[:, 0], units, _MODEL_UNITS, time_step=step).astype(np.float32)
+    precip = convert_values(frames[:, 0], units, request.units, time_step=step).astype(np.float32)
     valid = np.isfinite(precip)
     model_input = frames.copy()
     model_input[:, 0] = precip
@@ -129,8 +128,8 @@ def _downscale_block(
         : (count - 1) * time_factor + 1
     ]
     fine = np.where(known_fine_cells(valid, factor, time_factor), fine, np.float32(np.nan))
-    if units not in ("mm/h", "mm h-1"):
-        fine = convert_values(fine, _MODEL_UNITS, units, time_step=step).astype(np.float32)
+    if units != request.units:
+        fine = convert_values(fine, request.units, units, time_step=step).astype(np.float32)
     return fine
 
 
@@ -172,19 +171,11 @@ def _stack_fields(
     return np.stack(out)
 
 
-def _check_factors(spec: Any, factor: int, time_factor: int, weights: Any) -> dict[str, Any]:
-    """Builder kwargs for the request; refuse factors the model or its weights cannot do."""
-    if spec.factors and factor not in spec.factors:
-        raise ModelError(
-            f"Model {spec.name!r} supports factor in {list(spec.factors)}, not {factor}."
-        )
-    if spec.time_factors and time_factor not in spec.time_factors:
-        raise ModelError(
-            f"Model {spec.name!r} supports time_factor in {list(spec.time_factors)}, not {time_factor}."
-        )
-    meta = weights_metadata(spec, weights) if weights is not None else {}
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else None
-    if config is not None:
+def _check_factors(spec: ModelSpec, weights: WeightsRecord, factor: int, time_factor: int) -> None:
+    """Refuse factors the model (its spec) or its weights (their config) cannot do."""
+    spec.check_factors(factor, time_factor)
+    config = weights.metadata.get("config")
+    if isinstance(config, dict):
         trained = (int(config.get("factor", factor)), int(config.get("time_factor", time_factor)))
         if trained != (factor, time_factor):
             raise ModelError(
@@ -193,12 +184,10 @@ def _check_factors(spec: Any, factor: int, time_factor: int, weights: Any) -> di
                 "Use those factors, pass weights=None for an untrained model (then train it), or "
                 "use model='trilinear'."
             )
-        return {}
-    return {"factor": factor, "time_factor": time_factor}
 
 
 def _outside_training(
-    spec: Any, weights: Any, step: Any, spacing: tuple[float, float] | None
+    weights: WeightsRecord, step: Any, spacing: tuple[float, float] | None
 ) -> str | None:
     """Why ``weights`` were not trained for this input (time step, grid spacing), or None.
 
@@ -206,7 +195,7 @@ def _outside_training(
     ``grid_spacing_m``: the coarse input steps and spacings trained on); a value
     within 0.75 x the smallest .. 1.25 x the largest trained one counts as trained.
     """
-    meta = weights_metadata(spec, weights) if weights is not None else {}
+    meta = weights.metadata
     training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
     reasons = []
     minutes = None if step is None else float(step / np.timedelta64(1, "m"))
@@ -276,14 +265,11 @@ def downscale(
         runs on the canonical orientation (north up, x east), static and dynamic
         fields included, so flipping the input's y or x gives the flipped output.
     """
-    from xnowcast.runtime import ModelRequest
-
     check_run_options(device, batch_size, "auto")
     da, axes, src_units = prepare_field(obj, var=var, units=units)
     flips = cv.orientation_flips(da, axes)
     da = cv.flip_axes(da, flips)
     name = ("fczsm" if static is not None else AUTO_MODEL) if model == "auto" else model
-    spec = get_spec(name, task="downscale")
     factor = positive_int(factor, "factor")
     time_factor = positive_int(time_factor, "time_factor")
     count = da.sizes[axes.time]
@@ -294,8 +280,14 @@ def downscale(
         spacing: tuple[float, float] | None = cv.grid_spacing(da, axes)
     except CoordinateError:  # a single cell: refused below, with its own message
         spacing = None
-    build = _check_factors(spec, factor, time_factor, weights)  # refused whatever the step
-    reason = _outside_training(spec, weights, step, spacing)
+    # the model name is resolved once: this object goes to the workers and into the attrs
+    sizes = {"factor": factor, "time_factor": time_factor}
+    resolved = resolve_model(
+        name, task="downscale", weights=weights, config=config, device=device, **sizes
+    )
+    spec = resolved.spec
+    _check_factors(spec, resolved.weights, factor, time_factor)  # refused whatever the step
+    reason = _outside_training(resolved.weights, step, spacing)
     if reason is not None:
         warnings.warn(
             f"The {spec.name!r} weights were not trained for this input's {reason}: using the "
@@ -304,17 +296,16 @@ def downscale(
             UserWarning,
             stacklevel=3,
         )
-        spec, weights, config = get_spec("flow"), None, None
-        build = _check_factors(spec, factor, time_factor, weights)
-    request = ModelRequest.create(spec.name, config=config, weights=weights, device=device, **build)
-    net = request.load()
-    window = getattr(net, "window", None)
+        resolved = resolve_model("flow", task="downscale", weights=None, device=device, **sizes)
+        spec = resolved.spec
+        _check_factors(spec, resolved.weights, factor, time_factor)
+    window = resolved.window  # declared by the spec: no model is built here
     fine_y = fine_coordinate(da[axes.y], factor)
     fine_x = fine_coordinate(da[axes.x], factor)
     static_np = _stack_fields(
         static, axes, (axes.y, axes.x), {axes.y: fine_y.values, axes.x: fine_x.values}, "static"
     )
-    needs_static = int(getattr(net, "static_channels", 0))
+    needs_static = resolved.static_channels
     if needs_static and static_np is None:
         # the fields FC-ZSM was trained with: radar coverage over the whole series and the
         # fine cell centres scaled to [-1, 1] (xnowcast.grids.STATIC_NAMES)
@@ -336,14 +327,14 @@ def downscale(
         "dynamic",
     )
     channels = 1 + (0 if dyn_np is None else dyn_np.shape[0])
-    if channels != int(getattr(net, "in_channels", 1)):
+    if channels != resolved.in_channels:
         raise ModelError(
-            f"Model {spec.name!r} takes {net.in_channels} input channel(s) (precipitation + "
-            f"{net.in_channels - 1} dynamic field(s)); got {channels}."
+            f"Model {spec.name!r} takes {resolved.in_channels} input channel(s) (precipitation "
+            f"+ {resolved.in_channels - 1} dynamic field(s)); got {channels}."
         )
     show = OPTIONS["progress"] if progress is None else progress
     block = dict(
-        request=request,
+        request=resolved,
         units=src_units,
         step=step,
         factor=factor,
@@ -382,7 +373,7 @@ def downscale(
         f"xnowcast {package_version()}: {spec.name} downscale, factor {factor}, "
         f"time_factor {time_factor}"
     )
-    out.attrs = output_attrs(da, spec, weights, line, src_units)
+    out.attrs = output_attrs(da, resolved, line, src_units)
     return without_coordinate_fill(out)
 
 

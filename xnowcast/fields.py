@@ -11,7 +11,7 @@ import xarray as xr
 from xnowcast import conventions as cv
 from xnowcast.cf_output import provenance_attrs, with_dataset_context
 from xnowcast.errors import CoordinateError, ModelError
-from xnowcast.registry import weights_record
+from xnowcast.registry import ResolvedModel
 from xnowcast.units import units_of
 
 __all__ = [
@@ -84,22 +84,19 @@ def spatial_coords(da: xr.DataArray, axes: cv.Axes) -> dict[str, xr.DataArray]:
     return {name: coord for name, coord in da.coords.items() if axes.time not in coord.dims}
 
 
-def output_attrs(
-    da: xr.DataArray, spec: Any, weights: Any, line: str, units: str
-) -> dict[str, Any]:
+def output_attrs(da: xr.DataArray, model: ResolvedModel, line: str, units: str) -> dict[str, Any]:
     """The output's attrs: the input's (deep-copied), the units the values are in, the model,
-    its weights and the package version, a ``title`` and ``source`` where the input has
-    none, and a ``history`` line."""
+    its weights (as resolved: sha256 computed once) and the package version, a ``title``
+    and ``source`` where the input has none, and a ``history`` line."""
     attrs = {k: copy.deepcopy(v) for k, v in da.attrs.items() if k != "history"}
     attrs.update(
         {
             **provenance_attrs(
-                da.attrs, model=spec.name, task=spec.task, version=package_version()
+                da.attrs, model=model.name, task=model.task, version=package_version()
             ),
             "units": units,
-            "xnowcast_model": spec.name,
+            **model.provenance(),
             "xnowcast_version": package_version(),
-            **{f"xnowcast_{k}": v for k, v in weights_record(spec, weights).items()},
         }
     )
     if "history" in da.attrs:

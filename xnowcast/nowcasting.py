@@ -24,12 +24,10 @@ from xnowcast.fields import (
     spatial_coords,
 )
 from xnowcast.options import OPTIONS
-from xnowcast.registry import get_spec
+from xnowcast.registry import ResolvedModel, resolve_model
 from xnowcast.units import convert_values
 
 __all__ = ["nowcast"]
-
-_MODEL_UNITS = "mm/h"
 
 
 def _init_times(times: np.ndarray, init_time: Any) -> tuple[np.ndarray, bool]:
@@ -200,7 +198,7 @@ def _grid_spacing_km(da: xr.DataArray, axes: cv.Axes) -> float | None:
 def _nowcast_block(
     windows: np.ndarray,
     *,
-    request: Any,
+    request: ResolvedModel,
     units: str,
     step: np.timedelta64,
     steps: int,
@@ -260,7 +258,8 @@ def _nowcast_block(
         require_data=False,
         check_values=check_values,
     )
-    rate = convert_values(good, units, _MODEL_UNITS, time_step=step).astype(np.float32, copy=False)
+    rate = convert_values(good, units, request.units, time_step=step)
+    rate = rate.astype(np.float32, copy=False)
     result = run_nowcast(
         rate,
         request,
@@ -274,10 +273,9 @@ def _nowcast_block(
         geometry=geometry,
     )
     result = np.moveaxis(result, 1, 2)
-    if units not in ("mm/h", "mm h-1"):
-        result = convert_values(result, _MODEL_UNITS, units, time_step=step).astype(
-            np.float32, copy=False
-        )
+    if units != request.units:
+        result = convert_values(result, request.units, units, time_step=step)
+        result = result.astype(np.float32, copy=False)
     out[run] = result
     return out
 
@@ -367,10 +365,10 @@ def nowcast(
     ModelError, UnitsError, TimeAxisError, CoordinateError, DataValueError
         For bad requests and bad input, before any model runs.
     """
-    from xnowcast.runtime import ModelRequest
-
-    spec = get_spec(model, task="nowcast")
     check_run_options(device, batch_size, precision)
+    # the model name is resolved once: this object goes to the workers and into the attrs
+    resolved = resolve_model(model, task="nowcast", weights=weights, config=config, device=device)
+    spec = resolved.spec
     steps = positive_int(steps, "steps")
     members = positive_int(members, "members")
     if members > 1 and not spec.stochastic:
@@ -392,8 +390,7 @@ def nowcast(
             f"step is {step / np.timedelta64(1, 'm'):g} min. Resample the data to "
             f"{spec.time_step_minutes:g} min, or use 'extrapolation' (any step)."
         )
-    request = ModelRequest.create(spec.name, config=config, weights=weights, device=device)
-    frames = int(request.load().input_frames)
+    frames = resolved.input_frames  # declared by the spec: no model is built here
     times = da[axes.time].values
     inits, as_dim = _init_times(times, init_time)
     strict = not as_dim or on_missing == "raise"
@@ -413,7 +410,7 @@ def nowcast(
     _warn_incomplete(inits, incomplete, inits.size)
     show = OPTIONS["progress"] if progress is None else progress
     block = dict(
-        request=request,
+        request=resolved,
         units=src_units,
         step=step,
         steps=steps,
@@ -467,7 +464,7 @@ def nowcast(
         out = out.isel({cv.INIT_TIME: 0})
     out = restore_orientation(out, flips)
     line = f"xnowcast {package_version()}: {spec.name} nowcast, {steps} steps, {members} member(s)"
-    out.attrs = output_attrs(da, spec, weights, line, src_units)
+    out.attrs = output_attrs(da, resolved, line, src_units)
     if incomplete:
         out.attrs["xnowcast_incomplete_init_times"] = " ".join(
             str(np.datetime_as_string(inits[n], unit="s")) for n in sorted(incomplete)

@@ -1,6 +1,6 @@
 """Running models on arrays: device and precision, batching, tiling, progress.
 
-Everything here takes and returns numpy arrays in the model's units (mm/h) with
+Everything here takes and returns numpy arrays in the model's units (its spec's ``units``) with
 NaN for missing data; :mod:`xnowcast.api` does the xarray side.  Functions are
 module-level and their arguments picklable, so dask workers can call them: the
 model is built and its weights loaded once per process (see
@@ -10,10 +10,8 @@ model is built and its weights loaded once per process (see
 from __future__ import annotations
 
 import contextlib
-import json
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +19,7 @@ import torch
 
 from xnowcast.errors import ModelError
 from xnowcast.options import OPTIONS
-from xnowcast.registry import get_spec, load_model
+from xnowcast.registry import ResolvedModel
 from xnowcast.tensors import (
     fill_missing,
     fill_nearest,
@@ -72,47 +70,8 @@ def auto_batch_size(height: int, width: int) -> int:
     return int(max(1, min(OPTIONS["max_batch_size"], (4 * 256 * 256) // max(height * width, 1))))
 
 
-@dataclass(frozen=True)
-class ModelRequest:
-    """A picklable recipe for a loaded model: name, config, weights, device, builder kwargs."""
-
-    name: str
-    config_json: str | None = None
-    weights: str | None = "default"
-    device: str = "cpu"
-    kwargs_json: str = "{}"
-
-    @classmethod
-    def create(
-        cls,
-        name: str,
-        *,
-        config: str | dict[str, Any] | None = None,
-        weights: Any = "default",
-        device: str = "cpu",
-        **kwargs: Any,
-    ) -> ModelRequest:
-        return cls(
-            name=name,
-            config_json=json.dumps(config, sort_keys=True) if config is not None else None,
-            weights=None if weights is None else str(weights),
-            device=device,
-            kwargs_json=json.dumps(kwargs, sort_keys=True),
-        )
-
-    def load(self) -> torch.nn.Module:
-        """The model, built once per process and cached, on this process's device.
-
-        The device is resolved here, where the model runs (a dask worker with a GPU may
-        serve a client without one)."""
-        config = json.loads(self.config_json) if self.config_json is not None else None
-        return load_model(
-            self.name,
-            config=config,
-            weights=self.weights,
-            device=str(resolve_device(self.device)),
-            **json.loads(self.kwargs_json),
-        )
+#: What the runtime runs: a model name resolved once (spec, weights, config, device).
+ModelRequest = ResolvedModel
 
 
 def _init_generators(
@@ -166,7 +125,7 @@ def _forward_with_split(forward: Any, rows: np.ndarray) -> list[tuple[np.ndarray
 
 def run_nowcast(
     windows: np.ndarray,
-    request: ModelRequest,
+    request: ResolvedModel,
     *,
     steps: int,
     members: int = 1,
@@ -182,7 +141,7 @@ def run_nowcast(
     Parameters
     ----------
     windows
-        ``(N, T_in, H, W)`` input frames in mm/h (NaN where missing), one window per
+        ``(N, T_in, H, W)`` input frames in the model's units (NaN where missing), one window per
         initialisation time.
     request
         Which model to run.
@@ -209,7 +168,6 @@ def run_nowcast(
         unknown (outside the radar coverage of the last input frame, or where the
         model says so).
     """
-    spec = get_spec(request.name)
     model = request.load()
     device = resolve_device(request.device)
     n, _, h, w = windows.shape
@@ -263,7 +221,7 @@ def run_nowcast(
         batches = [rows + init * members for init in range(n) for rows in _batches(members, size)]
     else:
         batches = list(_batches(n * members, size))
-    with _progress(len(batches), f"{spec.name} nowcast", progress) as bar:
+    with _progress(len(batches), f"{request.name} nowcast", progress) as bar:
         for rows in batches:
             for done_rows, result in _forward_with_split(forward, rows):
                 out[done_rows] = result
@@ -277,7 +235,7 @@ def run_nowcast(
 
 def run_downscale(
     windows: np.ndarray,
-    request: ModelRequest,
+    request: ResolvedModel,
     *,
     static: np.ndarray | None = None,
     precision: str = "auto",
@@ -302,7 +260,6 @@ def run_downscale(
         ``(N, (T-1)*time_factor + 1, h*factor, w*factor)`` float32 mm/h (NaN is
         restored by the caller, which knows the coverage).
     """
-    spec = get_spec(request.name)
     model = request.load()
     device = resolve_device(request.device)
     n, _, _, h, w = windows.shape
@@ -339,7 +296,7 @@ def run_downscale(
 
     results: list[tuple[np.ndarray, np.ndarray]] = []
     batches = list(_batches(n, size))
-    with _progress(len(batches), f"{spec.name} downscale", progress) as bar:
+    with _progress(len(batches), f"{request.name} downscale", progress) as bar:
         for rows in batches:
             results.extend(_forward_with_split(forward, rows))
             bar.update()

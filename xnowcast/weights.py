@@ -14,6 +14,7 @@ and is never loaded.  Remote weights are fetched by pooch into
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -37,13 +38,26 @@ __all__ = [
 PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
+#: Digests computed in this process, by (path, size, modification time in ns): a weights
+#: file is hashed once per process (a changed file has a new size or time: hashed again).
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _stat_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    stat = os.stat(path)
+    return (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The sha256 hex digest of a file, read in 1 MiB blocks (computed once per process)."""
+    key = _stat_key(path)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def cache_dir() -> Path:
@@ -67,15 +81,19 @@ def fetch_weights(url: str, sha256: str) -> Path:
     return Path(path)
 
 
-def _check_hash(path: Path, sha256: str | None) -> None:
-    if sha256 is None:
-        return
-    actual = file_sha256(path)
-    if actual != sha256:
+def _read_checked(path: Path, sha256: str | None) -> bytes:
+    """The file's bytes, checked against ``sha256``; hashed as read unless this process
+    already hashed this file (same size and modification time)."""
+    key = _stat_key(path)
+    data = path.read_bytes()
+    actual = _DIGESTS.get(key) or hashlib.sha256(data).hexdigest()
+    _DIGESTS[key] = actual
+    if sha256 is not None and actual != sha256:
         raise WeightsError(
             f"The weights file {path} has sha256 {actual}, expected {sha256}: it is corrupted or "
             "has been modified. Delete it and fetch it again; it was not loaded."
         )
+    return data
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -124,13 +142,13 @@ def load_state_dict(
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"No weights file at {path}.")
-    _check_hash(path, sha256)
+    data = _read_checked(path, sha256)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         try:
-            state = load_file(str(path), device=device)
+            state = {k: v.to(device) for k, v in load(data).items()}
         except Exception as err:
             raise WeightsError(f"{path} is not a readable safetensors file: {err}") from None
         return state, read_metadata(path)
@@ -138,7 +156,7 @@ def load_state_dict(
         import torch
 
         try:
-            state = torch.load(path, map_location=device, weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
         except Exception as err:
             raise WeightsError(
                 f"{path} could not be loaded safely (weights_only=True): {err}. "

@@ -4,8 +4,9 @@ The models page must say what this build of xnowcast really ships, so its
 tables are not written by hand:
 
 ``.. xnowcast-models::``
-    One row per registered model (:data:`xnowcast.registry.MODELS`): name,
-    task, what it is, source paper, time step, default weights.
+    One row per registered model (:func:`xnowcast.registry.specs`): name,
+    task, what it is, source paper, input (frames; factors, window, static
+    fields), time step, units and normalisation, ensembles, default weights.
 ``.. xnowcast-weights-summary::``
     Overview tables of the shipped weights: training record and headline scores.
 ``.. xnowcast-weights::``
@@ -119,28 +120,50 @@ class _RstDirective(SphinxDirective):
 # ---------------------------------------------------------------------------- content
 
 
+def _interface(spec: Any) -> str:
+    """What a model takes, as its spec declares it."""
+    if spec.task == "nowcast":
+        return f"{spec.input_frames} frames"
+    factors = ", ".join(map(str, spec.factors)) or "any"
+    time_factors = ", ".join(map(str, spec.time_factors)) or "any"
+    window = f"windows of {spec.window}" if spec.window else "the whole series"
+    static = f"; {spec.static_channels} static fields" if spec.static_channels else ""
+    return f"factor {factors}; time_factor {time_factors}; {window}{static}"
+
+
 def models_lines() -> list[str]:
-    """A list-table of the registered models."""
-    from xnowcast.registry import MODELS
+    """A list-table of the registered models, read from their specs."""
+    from xnowcast.registry import specs
 
     rows = []
     for task in ("nowcast", "downscale"):
-        for name in sorted(n for n, s in MODELS.items() if s.task == task):
-            spec = MODELS[name]
+        for spec in specs(task):
             step = "any" if spec.time_step_minutes is None else f"{spec.time_step_minutes:g} min"
             rows.append(
                 [
-                    f"``{name}``",
+                    f"``{spec.name}``",
                     task,
                     spec.summary,
                     spec.reference,
+                    _interface(spec),
                     step,
+                    f"{spec.units}; {spec.normalisation}",
                     "yes" if spec.stochastic else "no",
                     spec.default_weights or "none (parameter-free or untrained)",
                 ]
             )
-    header = ["name", "task", "what it is", "reference", "step", "ensembles", "default weights"]
-    return _list_table(header, rows, "10 8 30 22 6 7 17")
+    header = [
+        "name", "task", "what it is", "reference", "input", "step", "units; normalisation",
+        "ensembles", "default weights",
+    ]  # fmt: skip
+    return _list_table(header, rows, "8 7 24 16 12 5 12 5 11")
+
+
+def _specs(models: Mapping[str, Any] | None) -> list[Any]:
+    """The specs of ``models`` (``{name: spec}``), or every registered one."""
+    from xnowcast.registry import specs
+
+    return specs() if models is None else [models[name] for name in sorted(models)]
 
 
 def weights_lines(models: Mapping[str, Any] | None = None) -> list[str]:
@@ -149,12 +172,12 @@ def weights_lines(models: Mapping[str, Any] | None = None) -> list[str]:
     A file whose sha256 differs from the registry's is a build warning (an error
     under ``-W``): the docs must not describe weights the package would refuse.
     """
-    from xnowcast.registry import MODELS, weights_metadata
+    from xnowcast.registry import weights_metadata
     from xnowcast.weights import file_sha256
 
     out: list[str] = []
-    for name in sorted(models if models is not None else MODELS):
-        spec = (models if models is not None else MODELS)[name]
+    for spec in _specs(models):
+        name = spec.name
         for label, entry in spec.weights.items():
             title = f"``{name}``: ``{label}`` (``{entry.filename}``)"
             out += [title, "~" * len(title), ""]
@@ -194,15 +217,13 @@ def weights_lines(models: Mapping[str, Any] | None = None) -> list[str]:
 
 def _shipped(models: Mapping[str, Any] | None = None) -> list[tuple[str, str, Any, dict]]:
     """``(model, label, entry, metadata)`` of every shipped weights file present in this build."""
-    from xnowcast.registry import MODELS, weights_metadata
+    from xnowcast.registry import weights_metadata
 
-    models = MODELS if models is None else models
     out = []
-    for name in sorted(models):
-        spec = models[name]
+    for spec in _specs(models):
         for label, entry in spec.weights.items():
             if entry.path.is_file():
-                out.append((name, label, entry, weights_metadata(spec, label)))
+                out.append((spec.name, label, entry, weights_metadata(spec, label)))
     return out
 
 

@@ -74,6 +74,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xnowcast.errors import ModelError
+from xnowcast.models.base import NowcastModel
 from xnowcast.models.dgmr_config import CONFIGS, count_parameters, resolve_config
 from xnowcast.models.dgmr_discriminator import (
     Discriminator,
@@ -91,6 +92,7 @@ from xnowcast.models.layers import (
     sn_conv2d,
     space_to_depth,
 )
+from xnowcast.registry import ModelSpec, WeightsFile, register
 
 __all__ = [
     "CONFIGS",
@@ -266,7 +268,7 @@ class Sampler(nn.Module):
         return seq
 
 
-class Generator(nn.Module):
+class Generator(NowcastModel):
     """The DGMR generator: 4 frames of rain rate (mm/h) -> ``steps`` future frames (mm/h).
 
     Parameters
@@ -285,6 +287,7 @@ class Generator(nn.Module):
     (training reuses it across samples).
     """
 
+    label = "DGMR"
     spatial_multiple = 32
     noise_factor = NOISE_FACTOR
 
@@ -313,19 +316,6 @@ class Generator(nn.Module):
         )
         # channels-last convolutions are ~10-40% faster with oneDNN on CPU
         self.to(memory_format=torch.channels_last)
-
-    def _check(self, frames: Tensor, steps: int) -> None:
-        if frames.dim() != 5 or frames.shape[1] != self.input_frames or frames.shape[2] != 1:
-            raise ModelError(
-                f"DGMR expects frames of shape (batch, {self.input_frames}, 1, H, W), "
-                f"got {tuple(frames.shape)}"
-            )
-        h, w = frames.shape[-2:]
-        m = self.spatial_multiple
-        if h % m or w % m or h == 0 or w == 0:
-            raise ModelError(f"DGMR needs H and W multiples of {m}, got {h} x {w}: pad the input")
-        if steps < 1:
-            raise ModelError(f"DGMR: steps must be >= 1, got {steps}")
 
     def sample_noise(self, frames: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """The latent field for ``frames``: ``(B, noise_channels, H/4, W/4)``, standard normal."""
@@ -388,7 +378,7 @@ class Generator(nn.Module):
         ``base`` the extrapolation; ``time_chunk`` fixes how many lead times
         run batched (default: as many as fit a memory bound).
         """
-        self._check(frames, steps)
+        self.check_inputs(frames, steps, exact=True)
         x = torch.nan_to_num(frames, nan=0.0).clamp(0.0, self.max_rate)
         if base is None:
             base = self.extrapolate(x, steps)
@@ -421,3 +411,29 @@ class Generator(nn.Module):
 def build_generator(config: str | Mapping[str, Any] = "paper") -> Generator:
     """An untrained :class:`Generator` for a config name or dict."""
     return Generator(config)
+
+
+SPEC = register(
+    ModelSpec(
+        name="dgmr",
+        task="nowcast",
+        builder="xnowcast.models.dgmr:build_generator",
+        summary=(
+            "Deep Generative Model of Radar: a conditional GAN generator forecasting a residual "
+            "over extrapolation; ensembles by latent sampling."
+        ),
+        reference="Ravuri et al. (2021), Nature 597, 672-677",
+        time_step_minutes=5.0,
+        normalisation="log1p of mm/h in; residual over extrapolation in log1p space out",
+        default_config="small",
+        weights={
+            "small": WeightsFile(
+                "dgmr-small.safetensors",
+                "b4f90e7e030647e752c0197386afe974268fefcd9de84dccccb63d734ffc144f",
+            )
+        },
+        default_weights="small",
+        stochastic=True,
+        input_frames=int(CONFIGS["small"]["input_frames"]),
+    )
+)

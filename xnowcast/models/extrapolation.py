@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from xnowcast.errors import ModelError
 from xnowcast.models.advection import semi_lagrangian
+from xnowcast.models.base import NowcastModel
 from xnowcast.models.optical_flow import dense_lucas_kanade, rain_intensity
-from xnowcast.models.persistence import check_nowcast_inputs, config_settings
+from xnowcast.models.persistence import config_settings
+from xnowcast.registry import ModelSpec, register
 
 __all__ = ["CONFIGS", "Extrapolation", "build_extrapolation"]
 
@@ -58,7 +60,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-class Extrapolation(nn.Module):
+class Extrapolation(NowcastModel):
     """Optical-flow extrapolation nowcast (deterministic, no trainable weights).
 
     Parameters
@@ -83,6 +85,7 @@ class Extrapolation(nn.Module):
         The full configuration.
     """
 
+    label = "extrapolation"
     spatial_multiple = 1
     accepts_mask = True
 
@@ -159,9 +162,7 @@ class Extrapolation(nn.Module):
             ``(B, steps, 1, H, W)`` in mm/h, dtype of ``frames``; NaN where the
             backward trajectory leaves the domain or departs from an invalid pixel.
         """
-        frames, valid = check_nowcast_inputs(
-            frames, steps, valid, self.input_frames, "extrapolation"
-        )
+        frames, valid = self.check_inputs(frames, steps, valid)
         finite = torch.isfinite(frames)
         if not bool(finite.all()):  # NaN left in: treated as unobserved, never as rain
             valid = finite if valid is None else valid & finite
@@ -218,3 +219,16 @@ def build_extrapolation(config: str | dict[str, Any] = "default") -> Extrapolati
         For an unknown name or setting.
     """
     return Extrapolation(**config_settings(config, CONFIGS, "extrapolation"))
+
+
+SPEC = register(
+    ModelSpec(
+        name="extrapolation",
+        task="nowcast",
+        builder="xnowcast.models.extrapolation:build_extrapolation",
+        summary="Dense optical flow (torch) + semi-Lagrangian backward advection with grid_sample.",
+        reference="Germann & Zawadzki (2002), Mon. Wea. Rev. 130; Lucas & Kanade (1981)",
+        default_config="default",
+        input_frames=int(CONFIGS["default"]["input_frames"]),
+    )
+)

@@ -40,13 +40,15 @@ from torch import Tensor
 
 from xnowcast.errors import ModelError
 from xnowcast.models.advection import _corner_grid, departure_points
+from xnowcast.models.base import DownscaleModel
 from xnowcast.models.extrapolation import _FLOW_KEYS as _LK_KEYS
-from xnowcast.models.interpolation import DownscaleModel, check_factors, resolve_config
+from xnowcast.models.interpolation import resolve_config
 from xnowcast.models.optical_flow import (
     dense_lucas_kanade,
     normalized_pixel_size,
     rain_intensity,
 )
+from xnowcast.registry import ModelSpec, register
 
 __all__ = [
     "FLOW_CONFIGS",
@@ -310,7 +312,7 @@ def build_flow(
     config: str | dict[str, Any] = "default", factor: int = 2, time_factor: int = 2
 ) -> FlowDownscaler:
     """The ``flow`` downscaler; any integer ``factor`` and ``time_factor`` >= 1."""
-    check_factors("flow", factor, time_factor, None, None)
+    SPEC.check_factors(factor, time_factor)
     cfg = resolve_config("flow", config, FLOW_CONFIGS)
     if int(cfg["static_channels"]) or cfg["static_names"]:
         raise ModelError("flow takes no static fields")
@@ -318,3 +320,19 @@ def build_flow(
         if not float(cfg[key]) > 0:
             raise ModelError(f"flow setting {key} must be positive, got {cfg[key]!r}")
     return FlowDownscaler(cfg, factor, time_factor)
+
+
+SPEC = register(
+    ModelSpec(
+        name="flow",
+        task="downscale",
+        builder="xnowcast.models.flow:build_flow",
+        summary=(
+            "Optical flow between coarse frames, two-way semi-Lagrangian interpolation of the "
+            "inserted frames, bicubic refinement whose block means equal the input."
+        ),
+        reference="Lucas & Kanade (1981); Germann & Zawadzki (2002); Irani & Peleg (1991)",
+        default_config="default",
+        window=4,
+    )
+)

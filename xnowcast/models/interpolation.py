@@ -31,8 +31,8 @@ what must be restored; the learned models are trained towards fine targets
 whose block mean *is* the input.)
 
 This module also holds what every downscaling model here shares: the value
-transforms (mm/h <-> the space a network works in) and the argument checks of
-the model contract.
+transforms (mm/h <-> the space a network works in) and config presets
+(:func:`resolve_config`); the model contract is :mod:`xnowcast.models.base`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xnowcast.errors import ModelError
+from xnowcast.models.base import DownscaleModel
+from xnowcast.registry import ModelSpec, register
 
 __all__ = [
     "TRILINEAR_CONFIGS",
@@ -195,51 +197,6 @@ def resolve_config(
     return resolved
 
 
-class DownscaleModel(nn.Module):
-    """Base class: the attributes and argument checks of the downscaling contract.
-
-    Subclasses set ``factor``, ``time_factor``, ``in_channels``,
-    ``static_channels``, ``window``, ``spatial_multiple`` and ``config`` and
-    call :meth:`check_inputs` at the top of ``forward``.
-    """
-
-    factor: int
-    time_factor: int
-    in_channels: int
-    static_channels: int
-    window: int
-    spatial_multiple: int
-    config: dict[str, Any]
-    #: Input lengths the model accepts: "any" (>= 1, >= 2 when refining time) or "window".
-    accepts_frames: str = "any"
-
-    def check_inputs(self, frames: Tensor, static: Tensor | None) -> None:
-        """Raise :class:`~xnowcast.errors.ModelError` unless the inputs fit this model."""
-        if frames.dim() != 5:
-            raise ModelError(f"frames must be (B, T, C, h, w); got shape {tuple(frames.shape)}")
-        b, t, c, h, w = frames.shape
-        name = type(self).__name__
-        if c != self.in_channels:
-            raise ModelError(f"{name} expects {self.in_channels} input channels, got {c}")
-        if self.accepts_frames == "window" and t != self.window:
-            raise ModelError(f"{name} takes exactly {self.window} input frames, got {t}")
-        if t < (2 if self.time_factor > 1 else 1):
-            raise ModelError(f"{name} needs at least 2 frames to refine time, got {t}")
-        m = self.spatial_multiple
-        if h % m or w % m:
-            raise ModelError(f"{name} needs h and w multiples of {m} (pad first); got {h}x{w}")
-        if static is None or static.shape[1] == 0:
-            if self.static_channels:
-                raise ModelError(f"{name} needs {self.static_channels} static channels")
-            return
-        expected = (b, self.static_channels, h * self.factor, w * self.factor)
-        if tuple(static.shape) != expected:
-            raise ModelError(
-                f"static must be (B, S, h*f, w*f) = {expected} for {name}; "
-                f"got {tuple(static.shape)}"
-            )
-
-
 class Trilinear(DownscaleModel):
     """Trilinear interpolation of the precipitation channel (no parameters).
 
@@ -286,32 +243,25 @@ TRILINEAR_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def check_factors(
-    name: str,
-    factor: int,
-    time_factor: int,
-    factors: tuple[int, ...] | None,
-    time_factors: tuple[int, ...] | None,
-) -> None:
-    """Raise :class:`ModelError` naming the supported values if a factor is not supported."""
-    for label, value, allowed in (
-        ("factor", factor, factors),
-        ("time_factor", time_factor, time_factors),
-    ):
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-        if ok and allowed is not None:
-            ok = value in allowed
-        if not ok:
-            supported = "any integer >= 1" if allowed is None else f"one of {list(allowed)}"
-            raise ModelError(f"{name} cannot do {label}={value!r}; supported: {supported}")
-
-
 def build_trilinear(
     config: str | dict[str, Any] = "default", factor: int = 2, time_factor: int = 2
 ) -> Trilinear:
     """The trilinear baseline; any integer ``factor`` and ``time_factor`` >= 1."""
-    check_factors("trilinear", factor, time_factor, None, None)
+    SPEC.check_factors(factor, time_factor)
     cfg = resolve_config("trilinear", config, TRILINEAR_CONFIGS)
     if int(cfg["static_channels"]) or cfg["static_names"]:
         raise ModelError("trilinear takes no static fields")
     return Trilinear(factor, time_factor, int(cfg["in_channels"]), int(cfg["window"]))
+
+
+SPEC = register(
+    ModelSpec(
+        name="trilinear",
+        task="downscale",
+        builder="xnowcast.models.interpolation:build_trilinear",
+        summary="Linear interpolation in time, bilinear in space: the interpolation baseline.",
+        reference="Chen, Qin & Dai (2022), Front. Earth Sci. 10:887842 (baseline)",
+        default_config="default",
+        window=4,
+    )
+)

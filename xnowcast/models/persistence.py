@@ -1,7 +1,7 @@
 """Persistence nowcast: the last observed frame held for every lead time.
 
-The floor every nowcasting model must beat. Also home of the input checks that
-the deterministic baselines share.
+The floor every nowcasting model must beat.  Also home of :func:`config_settings`,
+which the baselines share (the input checks are :mod:`xnowcast.models.base`'s).
 """
 
 from __future__ import annotations
@@ -10,61 +10,13 @@ import copy
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from xnowcast.errors import ModelError
+from xnowcast.models.base import NowcastModel, check_nowcast_inputs
+from xnowcast.registry import ModelSpec, register
 
 __all__ = ["Persistence", "build_persistence", "check_nowcast_inputs", "config_settings"]
-
-
-def check_nowcast_inputs(
-    frames: Tensor, steps: int, valid: Tensor | None, input_frames: int, name: str
-) -> tuple[Tensor, Tensor | None]:
-    """Check a nowcast call and return the frames (floating point) and mask it uses.
-
-    Parameters
-    ----------
-    frames
-        Input ``(B, T, 1, H, W)``.
-    steps
-        Number of lead times, a positive integer.
-    valid
-        Boolean mask shaped like ``frames`` or ``None``.
-    input_frames
-        Number of most recent frames the model uses; ``T`` must be at least this.
-    name
-        Model name, for error messages.
-
-    Returns
-    -------
-    tuple
-        The last ``input_frames`` frames (integers promoted to float32) and the
-        matching slice of ``valid`` (``None`` when not given).
-
-    Raises
-    ------
-    ModelError
-        On a wrong shape, too few frames, a bad ``steps`` or a mask of another shape.
-    """
-    if frames.ndim != 5 or frames.shape[2] != 1:
-        raise ModelError(
-            f"{name} expects frames shaped (batch, time, 1, y, x), got {tuple(frames.shape)}"
-        )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ModelError(f"{name}: steps must be a positive integer, got {steps!r}")
-    if frames.shape[1] < input_frames:
-        raise ModelError(f"{name} needs {input_frames} input frames, got {frames.shape[1]}")
-    if valid is not None and tuple(valid.shape) != tuple(frames.shape):
-        raise ModelError(
-            f"{name}: valid must be shaped like frames {tuple(frames.shape)}, "
-            f"got {tuple(valid.shape)}"
-        )
-    if not frames.is_floating_point():
-        frames = frames.to(torch.float32)
-    frames = frames[:, -input_frames:]
-    if valid is not None:
-        valid = valid[:, -input_frames:].to(device=frames.device, dtype=torch.bool)
-    return frames, valid
 
 
 def config_settings(
@@ -86,7 +38,7 @@ def config_settings(
     raise ModelError(f"{name} config must be a name or a dict, got {type(config)}")
 
 
-class Persistence(nn.Module):
+class Persistence(NowcastModel):
     """Hold the last input frame for every lead time.
 
     Attributes
@@ -102,6 +54,7 @@ class Persistence(nn.Module):
     """
 
     input_frames = 1
+    label = "persistence"
     spatial_multiple = 1
     accepts_mask = True
 
@@ -135,7 +88,7 @@ class Persistence(nn.Module):
         Tensor
             ``(B, steps, 1, H, W)``, NaN where the last frame is not observed.
         """
-        last, mask = check_nowcast_inputs(frames, steps, valid, self.input_frames, "persistence")
+        last, mask = self.check_inputs(frames, steps, valid)
         out = last.expand(-1, steps, -1, -1, -1)
         if mask is not None:
             nan = torch.tensor(float("nan"), dtype=out.dtype, device=out.device)
@@ -158,3 +111,15 @@ def build_persistence(config: dict[str, Any] | None = None) -> Persistence:
     if config:
         raise ModelError(f"persistence takes no configuration, got keys {sorted(config)}")
     return Persistence()
+
+
+SPEC = register(
+    ModelSpec(
+        name="persistence",
+        task="nowcast",
+        builder="xnowcast.models.persistence:build_persistence",
+        summary="The last observed frame held for every lead time: the floor every model must beat.",
+        reference="-",
+        input_frames=1,
+    )
+)

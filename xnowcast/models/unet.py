@@ -25,20 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xnowcast.models.base import DownscaleModel
 from xnowcast.models.interpolation import (
-    DownscaleModel,
     RainTransform,
-    check_factors,
     interpolate_time,
     resolve_config,
     trilinear_upsample,
 )
+from xnowcast.registry import ModelSpec, WeightsFile, register
 
 __all__ = ["UNET3D_CONFIGS", "UNET_CONFIGS", "UNet2D", "UNet3D", "build_unet", "build_unet3d"]
-
-#: Spatial factors: any the single pixel-shuffle head can do, kept to those tested.
-UNET_FACTORS = (1, 2, 3, 4)
-UNET_TIME_FACTORS = (1, 2, 3, 4)
 
 _COMMON: dict[str, Any] = {
     "in_channels": 1,
@@ -188,7 +184,7 @@ class UNet3D(_UNetBase):
 
 def build_unet(config: str | dict = "default", factor: int = 2, time_factor: int = 2) -> UNet2D:
     """2D U-Net baseline.  ``config``: a preset of :data:`UNET_CONFIGS` or a dict of overrides."""
-    check_factors("unet", factor, time_factor, UNET_FACTORS, UNET_TIME_FACTORS)
+    UNET_SPEC.check_factors(factor, time_factor)
     model = UNet2D(resolve_config("unet", config, UNET_CONFIGS), factor, time_factor)
     model.config["model"] = "unet"
     return model
@@ -196,7 +192,50 @@ def build_unet(config: str | dict = "default", factor: int = 2, time_factor: int
 
 def build_unet3d(config: str | dict = "default", factor: int = 2, time_factor: int = 2) -> UNet3D:
     """3D U-Net baseline.  ``config``: a preset of :data:`UNET3D_CONFIGS` or a dict of overrides."""
-    check_factors("unet3d", factor, time_factor, UNET_FACTORS, UNET_TIME_FACTORS)
+    UNET3D_SPEC.check_factors(factor, time_factor)
     model = UNet3D(resolve_config("unet3d", config, UNET3D_CONFIGS), factor, time_factor)
     model.config["model"] = "unet3d"
     return model
+
+
+_PAPER = "Chen, Qin & Dai (2022), Front. Earth Sci. 10:887842 (baseline)"
+_UNET_COMMON: dict[str, Any] = {
+    "task": "downscale",
+    "normalisation": "log1p inside the module; output is a residual over trilinear",
+    "default_config": "default",
+    "default_weights": "compact",
+    # any factor the single pixel-shuffle head can do, kept to those tested
+    "factors": (1, 2, 3, 4),
+    "time_factors": (1, 2, 3, 4),
+    "window": 4,
+}
+UNET_SPEC = register(
+    ModelSpec(
+        name="unet",
+        builder="xnowcast.models.unet:build_unet",
+        summary="2-D U-Net with time folded into channels (residual over trilinear): a paper baseline.",
+        reference=f"Ronneberger et al. (2015); {_PAPER}",
+        weights={
+            "compact": WeightsFile(
+                "unet-compact.safetensors",
+                "8ac4bf0338022eec02568510285a81f5d0567689a93807548c0b57649e61050e",
+            )
+        },
+        **_UNET_COMMON,
+    )
+)
+UNET3D_SPEC = register(
+    ModelSpec(
+        name="unet3d",
+        builder="xnowcast.models.unet:build_unet3d",
+        summary="3-D U-Net over (time, y, x) (residual over trilinear): a paper baseline.",
+        reference=f"Cicek et al. (2016); {_PAPER}",
+        weights={
+            "compact": WeightsFile(
+                "unet3d-compact.safetensors",
+                "347e6341c14fd908db0a0b571606ccd6bc51b731d29bc3fae3b69060085370ae",
+            )
+        },
+        **_UNET_COMMON,
+    )
+)

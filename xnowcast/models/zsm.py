@@ -45,8 +45,8 @@ Differences from the papers (all deliberate, see the report in the docs):
   frame features (a skip connection);
 * no cascaded deformable conv after the pyramid alignment.
 
-Public entry points: :func:`build_zsm`, :func:`build_fczsm`, and
-:func:`build_model` (every downscaling model of the package by name).
+Public entry points: :func:`build_zsm` and :func:`build_fczsm` (registered as
+``zsm`` and ``fczsm``; :func:`xnowcast.registry.build_model` builds any model by name).
 """
 
 from __future__ import annotations
@@ -58,34 +58,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xnowcast.errors import ModelError
+from xnowcast.models.base import DownscaleModel
 from xnowcast.models.deform import DeformAlign, DeformConv2d
 from xnowcast.models.flow import FLOW_CONFIGS, build_flow, enforce_block_mean
-from xnowcast.models.interpolation import (
-    DownscaleModel,
-    RainTransform,
-    check_factors,
-    resolve_config,
-)
+from xnowcast.models.interpolation import RainTransform, resolve_config
+from xnowcast.registry import ModelSpec, WeightsFile, register
 
 __all__ = [
-    "DOWNSCALE_MODELS",
     "FCZSM_CONFIGS",
     "ZSM",
     "ZSM_CONFIGS",
     "ResidualBlock",
     "build_fczsm",
-    "build_model",
     "build_zsm",
     "upsample_stages",
 ]
-
-#: Names accepted by :func:`build_model`.
-DOWNSCALE_MODELS = ("trilinear", "flow", "unet", "unet3d", "zsm", "fczsm")
-
-#: Spatial factors the pixel-shuffle models support.
-PIXEL_SHUFFLE_FACTORS = (1, 2, 3, 4)
-#: Time factors ZSM / FC-ZSM support (one interpolation module per inserted frame).
-ZSM_TIME_FACTORS = (1, 2, 3, 4)
 
 _COMMON: dict[str, Any] = {
     "in_channels": 1,
@@ -534,7 +521,7 @@ class ZSM(DownscaleModel):
 
 
 def _build(name: str, presets: dict, config: Any, factor: int, time_factor: int) -> ZSM:
-    check_factors(name, factor, time_factor, PIXEL_SHUFFLE_FACTORS, ZSM_TIME_FACTORS)
+    (ZSM_SPEC if name == "zsm" else FCZSM_SPEC).check_factors(factor, time_factor)
     cfg = resolve_config(name, config, presets)
     if name == "fczsm" and (int(cfg["static_channels"]) < 1 or int(cfg["static_nf"]) < 1):
         raise ModelError("fczsm needs static_channels >= 1 and static_nf >= 1 (else use zsm)")
@@ -557,40 +544,44 @@ def build_fczsm(config: str | dict = "default", factor: int = 2, time_factor: in
     return _build("fczsm", FCZSM_CONFIGS, config, factor, time_factor)
 
 
-def build_model(
-    name: str, config: str | dict = "default", factor: int = 2, time_factor: int = 2
-) -> nn.Module:
-    """Any downscaling model of the package by name (see :data:`DOWNSCALE_MODELS`).
-
-    Parameters
-    ----------
-    name
-        ``"trilinear"``, ``"flow"``, ``"unet"``, ``"unet3d"``, ``"zsm"`` or ``"fczsm"``.
-    config
-        A preset name (``"default"``; for ZSM / FC-ZSM ``"flow-compact"``,
-        ``"flow-paper"``, ``"flow-tiny"``) or a dict of overrides of a preset
-        (``{"preset": "flow-compact", "in_channels": 3}``);
-        a full config read from a weights file also works.
-    factor, time_factor
-        Spatial and temporal refinement; an unsupported value raises
-        :class:`~xnowcast.errors.ModelError` naming the supported ones.
-    """
-    if name == "zsm":
-        return build_zsm(config, factor, time_factor)
-    if name == "fczsm":
-        return build_fczsm(config, factor, time_factor)
-    if name == "trilinear":
-        from xnowcast.models.interpolation import build_trilinear
-
-        return build_trilinear(config, factor, time_factor)
-    if name == "flow":
-        return build_flow(config, factor, time_factor)
-    if name == "unet":
-        from xnowcast.models.unet import build_unet
-
-        return build_unet(config, factor, time_factor)
-    if name == "unet3d":
-        from xnowcast.models.unet import build_unet3d
-
-        return build_unet3d(config, factor, time_factor)
-    raise ModelError(f"unknown downscaling model {name!r}; choose one of {list(DOWNSCALE_MODELS)}")
+_PAPER = "Chen, Qin & Dai (2022), Front. Earth Sci. 10:887842"
+# ZSM / FC-ZSM stand on the ``flow`` baseline (flow-guided offsets, residual output): their
+# weights are named ``*-flowprior`` and their presets ``flow-*``, so that the retired
+# ``*-compact`` weights of the old trilinear-residual architecture are never loaded into them.
+_ZSM_COMMON: dict[str, Any] = {
+    "task": "downscale",
+    "normalisation": "log1p(R)/log1p(10) inside the module; residual over the flow baseline",
+    "default_config": "default",
+    # pixel-shuffle stages; one interpolation module per inserted frame
+    "factors": (1, 2, 3, 4),
+    "time_factors": (1, 2, 3, 4),
+    "window": 4,
+}
+ZSM_SPEC = register(
+    ModelSpec(
+        name="zsm",
+        builder="xnowcast.models.zsm:build_zsm",
+        summary="Zooming Slow-Mo on the flow prior: flow-guided deformable interpolation + "
+        "bidirectional deformable ConvLSTM, a residual over the flow baseline.",
+        reference=f"Xiang et al. (2020), CVPR; {_PAPER}",
+        weights={
+            "flowprior": WeightsFile(
+                "zsm-flowprior.safetensors",
+                "899508dc594698ef3a201dd9a957e843d2a539b690ac4368ea36f02c450ef4ec",
+            )
+        },
+        default_weights="flowprior",
+        **_ZSM_COMMON,
+    )
+)
+FCZSM_SPEC = register(
+    ModelSpec(
+        name="fczsm",
+        builder="xnowcast.models.zsm:build_fczsm",
+        summary="Feature-Constrained ZSM on the flow prior: static fields (coverage, x, y) steer "
+        "the flow-guided deformable offsets.",
+        reference=_PAPER,
+        static_channels=len(_STATIC["static_names"]),
+        **_ZSM_COMMON,
+    )
+)

@@ -192,7 +192,7 @@ def run(
     import torch
 
     from xnowcast.models.flow import build_flow
-    from xnowcast.models.zsm import build_model
+    from xnowcast.registry import build_model
 
     run_config = run_config or RunConfig()
     events = dict(events or DEFAULT_EVENTS)
@@ -200,7 +200,7 @@ def run(
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(run_config.threads)
     torch.manual_seed(run_config.seed)
-    model = build_model(name, config, factor, time_factor)
+    model = build_model(name, config, task="downscale", factor=factor, time_factor=time_factor)
     common = {"window": int(model.window), "factor": factor, "time_factor": time_factor}
     train_pairs = _cached(
         work / "train-pairs.pt",

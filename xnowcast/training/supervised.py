@@ -268,7 +268,7 @@ def load_checkpoint(path: str | os.PathLike[str], sha256: str | None = None) -> 
         The model in eval mode; ``model.metadata`` holds the file's metadata.
     """
     from xnowcast.errors import WeightsError
-    from xnowcast.models.zsm import build_model
+    from xnowcast.registry import build_model
     from xnowcast.weights import load_state_dict
 
     state, metadata = load_state_dict(path, sha256=sha256)
@@ -276,7 +276,11 @@ def load_checkpoint(path: str | os.PathLike[str], sha256: str | None = None) -> 
     if not isinstance(config, dict) or "model" not in metadata:
         raise WeightsError(f"{path} has no model/config metadata of a downscaling model")
     model = build_model(
-        metadata["model"], config, int(config["factor"]), int(config["time_factor"])
+        metadata["model"],
+        config,
+        task="downscale",
+        factor=int(config["factor"]),
+        time_factor=int(config["time_factor"]),
     )
     try:
         model.load_state_dict(state, strict=True)
@@ -478,7 +482,7 @@ def train_downscaler(
     Parameters
     ----------
     name, config, factor, time_factor
-        As :func:`xnowcast.models.zsm.build_model`.
+        As :func:`xnowcast.registry.build_model` (a downscaler).
     data_root
         The folder holding ``radar/`` (the shared real data).
     out
@@ -496,11 +500,11 @@ def train_downscaler(
     """
     import torch
 
-    from xnowcast.models.zsm import build_model
+    from xnowcast.registry import build_model
 
     train_config = train_config or TrainConfig()
     torch.manual_seed(train_config.seed)
-    model = build_model(name, config, factor, time_factor)
+    model = build_model(name, config, task="downscale", factor=factor, time_factor=time_factor)
     events = dict(events or DEFAULT_EVENTS)
     window = int(model.window)
     common = {"window": window, "factor": factor, "time_factor": time_factor, "crop": crop}

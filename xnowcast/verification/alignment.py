@@ -1,4 +1,8 @@
-"""Match each forecast field to the observation at its valid time, on the forecast's grid."""
+"""Match each forecast field to the observation at its valid time, on the forecast's grid.
+
+A nowcast's fields are valid at ``valid_time`` (``init_time + lead_time``); a field
+with a plain time axis (a downscaled series, an analysis) is valid at its times.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ def align_observations(
     """The observations at the forecast's valid times, on the forecast's grid.
 
     Returns a DataArray with the forecast's dims less ``member`` (e.g.
-    ``(init_time, lead_time, y, x)``), NaN where a valid time is not among the
+    ``(init_time, lead_time, y, x)``, or ``(time, y, x)`` for a field with a time
+    axis such as a downscaled series), NaN where a valid time is not among the
     observation times.  Lazy on dask input.
 
     Raises
@@ -70,8 +75,8 @@ def align_observations(
     if obs.chunks is None:
         obs = obs.reindex({tdim: wanted})
     picked = _pick(obs, tdim, index)
-    for name in (cv.INIT_TIME, cv.LEAD_TIME, cv.VALID_TIME):
-        if name in forecast.coords:
+    for name in (cv.INIT_TIME, cv.LEAD_TIME, cv.VALID_TIME, *valid.dims):
+        if name in forecast.coords and name not in picked.coords:
             picked = picked.assign_coords({name: forecast[name]})
     dims = [d for d in forecast.dims if d != cv.MEMBER]
     return picked.transpose(*dims)
@@ -107,11 +112,29 @@ def _row(obs: xr.DataArray, tdim: Hashable, positions: np.ndarray, dim: Hashable
 
 
 def lead_step(fc: xr.DataArray) -> np.timedelta64 | None:
-    """The step between lead times (None for a single lead time)."""
+    """The step between lead times, or between the times of a field with a time axis
+    (None for a single time)."""
     if cv.LEAD_TIME in fc.coords and fc[cv.LEAD_TIME].size > 1:
         lead = np.sort(fc[cv.LEAD_TIME].values.ravel())
         return (lead[1] - lead[0]).astype("timedelta64[ns]")
+    time = _time_axis(fc)
+    if cv.LEAD_TIME not in fc.coords and time is not None and fc[time].size > 1:
+        times = np.sort(fc[time].values.astype("datetime64[ns]"))
+        return (times[1] - times[0]).astype("timedelta64[ns]")
     return None
+
+
+def _time_axis(fc: xr.DataArray) -> Hashable | None:
+    """The time dim of a field that is not a nowcast (None when it has none)."""
+    if cv.VALID_TIME in fc.coords or cv.LEAD_TIME in fc.coords:
+        return None
+    axes = find_axes(fc, require_time=False)
+    time = axes.time
+    if time is None or time not in fc.dims:
+        return None
+    if not np.issubdtype(fc[time].dtype, np.datetime64):
+        return None
+    return time
 
 
 def _valid_time(forecast: xr.DataArray) -> xr.DataArray:
@@ -125,9 +148,13 @@ def _valid_time(forecast: xr.DataArray) -> xr.DataArray:
             return (init + lead).rename(cv.VALID_TIME)
     if cv.VALID_TIME in coords:
         return coords[cv.VALID_TIME].compute()  # a small coordinate, not the data
+    time = _time_axis(forecast)
+    if time is not None:  # a downscaled series: each field is valid at its time
+        return coords[time].compute()
     raise CoordinateError(
         f"The forecast has no {cv.VALID_TIME!r} coordinate (nor {cv.INIT_TIME!r} and "
-        f"{cv.LEAD_TIME!r}): it is needed to match each field to its observation."
+        f"{cv.LEAD_TIME!r}, nor a time axis): it is needed to match each field to its "
+        "observation."
     )
 
 

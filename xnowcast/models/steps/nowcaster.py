@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from xnowcast.errors import ModelError
 from xnowcast.models.advection import (
@@ -40,9 +40,10 @@ from xnowcast.models.advection import (
     to_full_resolution,
     trajectory_grid,
 )
+from xnowcast.models.base import NowcastModel
 from xnowcast.models.extrapolation import Extrapolation
 from xnowcast.models.optical_flow import normalized_pixel_size
-from xnowcast.models.persistence import check_nowcast_inputs, config_settings
+from xnowcast.models.persistence import config_settings
 from xnowcast.models.steps.autoregression import adjust_lag2, ar2_parameters
 from xnowcast.models.steps.cascade import BandpassCascade, spectral_inner
 from xnowcast.models.steps.evolution import MemberCascades
@@ -59,6 +60,7 @@ from xnowcast.models.steps.probability_matching import (
     incremental_mask,
     mean_match,
 )
+from xnowcast.registry import ModelSpec, register
 
 __all__ = ["CONFIGS", "Steps", "build_steps", "from_db", "to_db"]
 
@@ -118,7 +120,7 @@ def _groups(frames: Tensor, valid: Tensor | None) -> list[tuple[int, int]]:
     return bounds
 
 
-class Steps(nn.Module):
+class Steps(NowcastModel):
     """STEPS ensemble nowcast (parameter-free: everything is estimated from the input).
 
     Parameters
@@ -151,6 +153,7 @@ class Steps(nn.Module):
         rows of identical input share motion, cascade and AR estimation).
     """
 
+    label = "steps"
     spatial_multiple = 1
     accepts_mask = True
     accepts_geometry = True
@@ -212,7 +215,7 @@ class Steps(nn.Module):
             ``(B, steps, 1, H, W)`` float32 rain rate in mm/h; NaN where the backward
             trajectory leaves the domain or departs from an unobserved pixel.
         """
-        frames, valid = check_nowcast_inputs(frames, steps, valid, self.input_frames, "steps")
+        frames, valid = self.check_inputs(frames, steps, valid)
         frames = frames.to(torch.float32)
         finite = torch.isfinite(frames)
         if not bool(finite.all()):
@@ -378,3 +381,33 @@ def build_steps(config: str | dict[str, Any] = "default") -> Steps:
         For an unknown name or setting.
     """
     return Steps(**config_settings(config, CONFIGS, "steps"))
+
+
+def _interface(config: str | dict[str, Any] | None) -> dict[str, int]:
+    """Input frames of a config: three for the AR(2), at least ``motion_frames``."""
+    settings = config_settings("default" if config is None else config, CONFIGS, "steps")
+    frames = settings.get("motion_frames", CONFIGS["default"]["motion_frames"])
+    return {"input_frames": max(3, int(frames))}
+
+
+SPEC = register(
+    ModelSpec(
+        name="steps",
+        task="nowcast",
+        builder="xnowcast.models.steps.nowcaster:build_steps",
+        summary=(
+            "STEPS ensemble: optical flow + FFT cascade with an AR(2) per level, "
+            "spectrally shaped noise, motion perturbations, incremental mask and "
+            "probability matching, batched over members in torch."
+        ),
+        reference=(
+            "Bowler, Pierce & Seed (2006), Q. J. R. Meteorol. Soc. 132; "
+            "Seed, Pierce & Norman (2013), Water Resour. Res. 49"
+        ),
+        normalisation="dB of rain rate (threshold 0.1 mm/h, zero value -15 dB) inside the module",
+        default_config="default",
+        stochastic=True,
+        input_frames=3,
+        interface=_interface,
+    )
+)
