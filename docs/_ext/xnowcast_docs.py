@@ -123,7 +123,7 @@ class _RstDirective(SphinxDirective):
 def _interface(spec: Any) -> str:
     """What a model takes, as its spec declares it."""
     if spec.task == "nowcast":
-        return f"{spec.input_frames} frames"
+        return f"{spec.input_frames} frame{'s' if spec.input_frames > 1 else ''}"
     factors = ", ".join(map(str, spec.factors)) or "any"
     time_factors = ", ".join(map(str, spec.time_factors)) or "any"
     window = f"windows of {spec.window}" if spec.window else "the whole series"
