@@ -220,3 +220,15 @@ def test_scores_name_the_forecasts_model_and_weights_after_a_file_roundtrip(
     assert scores.attrs["forecast_model"] == "dgmr"
     assert scores.attrs["forecast_weights"] == spec.weights["small"].filename
     assert scores.attrs["forecast_weights_sha256"] == spec.weights["small"].sha256
+
+
+def test_the_models_mapping_is_keyed_by_task_and_name(toys: list[ModelSpec]) -> None:
+    """``MODELS[(task, name)]``; a bare name still works where it is unambiguous."""
+    assert registry.MODELS["dgmr"] is registry.MODELS["nowcast", "dgmr"]
+    assert ("downscale", "zsm") in registry.MODELS and "zsm" in registry.MODELS
+    assert all(key == spec.key for key, spec in registry.MODELS.items())
+    spec = registry.register(_spec("flow"))
+    assert "flow" not in registry.MODELS  # ambiguous: a nowcaster and a downscaler
+    assert registry.MODELS.pop(("nowcast", "flow")) == spec
+    assert registry.MODELS.pop("no-such-model") is None
+    assert registry.get_spec("flow").task == "downscale"

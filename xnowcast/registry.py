@@ -260,9 +260,23 @@ class ModelRegistry(Mapping[tuple[str, str], ModelSpec]):
     def names(self, task: str | None = None) -> list[str]:
         return sorted({spec.name for spec in self.specs(task)})
 
-    def __getitem__(self, key: tuple[str, str]) -> ModelSpec:
+    def __getitem__(self, key: tuple[str, str] | str) -> ModelSpec:
         self._discover()
+        if isinstance(key, str):  # a bare name, as before task keys (unambiguous names only)
+            try:
+                return self.lookup(key)
+            except ModelError:
+                raise KeyError(key) from None
         return self._specs[key]
+
+    def pop(self, key: tuple[str, str] | str, default: Any = None) -> ModelSpec | Any:
+        """Remove and return a spec (by key or bare name), or ``default``; see :func:`unregister`."""
+        try:
+            spec = self[key]
+        except KeyError:
+            return default
+        _load_cached.cache_clear()
+        return self.unregister(spec.name, spec.task)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         self._discover()
@@ -391,19 +405,23 @@ class ResolvedModel:
 
     @property
     def input_frames(self) -> int:
-        return int(self.interface["input_frames"] or 1)
+        """Nowcasters: the frames of each forecast's input window."""
+        return int(self.interface.get("input_frames") or 1)
 
     @property
     def window(self) -> int | None:
-        return self.interface["window"]
+        """Downscalers: frames per window (None: the whole series)."""
+        return self.interface.get("window")
 
     @property
     def in_channels(self) -> int:
-        return int(self.interface["in_channels"] or 1)
+        """Downscalers: precipitation + dynamic fields."""
+        return int(self.interface.get("in_channels") or 1)
 
     @property
     def static_channels(self) -> int:
-        return int(self.interface["static_channels"] or 0)
+        """Downscalers: static fields on the fine grid."""
+        return int(self.interface.get("static_channels") or 0)
 
     def provenance(self) -> dict[str, str]:
         """The output attributes naming the model and its weights (``xnowcast_*``)."""

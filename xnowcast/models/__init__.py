@@ -1,7 +1,10 @@
 """The models: plain ``torch.nn.Module`` classes that never import xarray.
 
-Use :func:`list_models` and :func:`load_model`; importing this package does not
-import torch (the model modules are imported when a model is built).
+One module (or subpackage) per model family, each registering its own
+:class:`~xnowcast.registry.ModelSpec` beside the model; :mod:`.base` is the
+contract.  Importing this package does not import torch: the registry imports the
+model modules on its first lookup (:func:`list_models`, :func:`get_spec`,
+:func:`load_model`).
 """
 
 from xnowcast.registry import get_spec, list_models, load_model
