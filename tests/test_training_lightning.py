@@ -242,13 +242,50 @@ def test_import_xnowcast_imports_neither_torch_nor_lightning() -> None:
     assert out.stdout.split() == ["False", "False"]
 
 
-def test_run_json_records_the_options(events_zarr: Path, tmp_path: Path) -> None:
+def test_run_json_records_the_options_and_max_time_stops(events_zarr: Path, tmp_path: Path) -> None:
     xnowcast.train(
-        "unet", data=str(events_zarr), out=tmp_path, config="tiny", max_steps=1,
+        "unet", data=str(events_zarr), out=tmp_path, config="tiny", max_time="00:00:02",
         accelerator="cpu", progress=False, crop=64,
     )  # fmt: skip
     saved = json.loads((tmp_path / "run.json").read_text())
     assert saved["options"]["model"] == "unet" and saved["recipe"]["crop"] == 64
-    meta = read_metadata(tmp_path / "unet-tiny.safetensors")
-    assert meta["training"]["time_steps_minutes"] == [10.0]
-    assert meta["training"]["grid_spacing_m"] == [2000.0]
+    training = read_metadata(tmp_path / "unet-tiny.safetensors")["training"]
+    assert training["stopped_by"] == "max_time" and training["steps"] >= 1
+    assert saved["training"]["steps"] == training["steps"]
+    # the coarse inputs trained on: 10 min, 2 km (xnowcast.downscale reads them)
+    assert training["time_steps_minutes"] == [10.0]
+    assert training["grid_spacing_m"] == [2000.0]
+
+
+class _GainNowcaster(torch.nn.Module):
+    """Persistence times a learned gain: the answer on a stationary storm is a gain of 1."""
+
+    input_frames = 2
+    spatial_multiple = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, frames: torch.Tensor, steps: int, generator: object = None) -> torch.Tensor:
+        return self.gain * frames[:, -1:].expand(-1, steps, -1, -1, -1)
+
+
+def test_supervised_nowcaster_learns_the_known_answer() -> None:
+    """The supervised family trains a deterministic nowcaster (log1p masked MSE)."""
+    import lightning as L
+
+    from xnowcast.testing import moving_storm
+    from xnowcast.training.lightning.datamodule import NowcastTask, RadarDataModule
+    from xnowcast.training.lightning.modules import SupervisedModule
+
+    storm = moving_storm(frames=8, shape=(32, 32), velocity=(0.0, 0.0), start="2020-05-01")
+    dm = RadarDataModule(storm, NowcastTask(2, 3), crop=16, batch_size=4, val_fraction=0)
+    model = _GainNowcaster()
+    module = SupervisedModule(model, "nowcast", lr=0.05, lead_steps=3, decay_steps=10_000)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=40, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    assert abs(float(model.gain.detach()) - 1.0) < 0.1 < abs(0.5 - 1.0)

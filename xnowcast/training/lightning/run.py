@@ -289,6 +289,9 @@ def fit(
         "accelerator": trainer.accelerator.__class__.__name__,
         "strategy": trainer.strategy.__class__.__name__,
         "max_time": None if max_time is None else str(max_time),
+        "stopped_by": "max_steps"
+        if max_steps is not None and trainer.global_step >= max_steps
+        else "max_time",
         "resumed_at": resumed,
         "wall_time_s": round(float(previous.get("training", {}).get("wall_time_s", 0)) + wall, 1),
         "heldout_scores": scores,
