@@ -44,7 +44,18 @@ def cosine_decay(steps: int, floor: float = 0.05) -> Any:
     return factor
 
 
-class SupervisedModule(L.LightningModule):
+class _CropBatchTransfer(L.LightningModule):
+    """Moves a :class:`~xnowcast.training.data.CropBatch` to the device as a whole."""
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        if isinstance(batch, CropBatch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+
+class SupervisedModule(_CropBatchTransfer):
     """Masked-MSE training of a downscaler or a deterministic nowcaster.
 
     Parameters
@@ -94,7 +105,7 @@ class SupervisedModule(L.LightningModule):
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-class AdversarialModule(L.LightningModule):
+class AdversarialModule(_CropBatchTransfer):
     """DGMR's adversarial training (manual optimisation around ``gan_step``).
 
     Parameters

@@ -184,16 +184,14 @@ class WindowSampler:
     def read(self, seg: _Segment, t: int, y: int, x: int) -> Window:
         """The window at lattice position ``(t, y, x)`` of ``seg`` (reads only its chunks)."""
         t0, y0, x0 = seg.start + t, y * self.stride, x * self.stride
-        da = self.streams[seg.stream].data
-        part = da.isel(
-            time=slice(t0, t0 + self.frames),
-            y=slice(y0, y0 + self.crop),
-            x=slice(x0, x0 + self.crop),
-        )
+        # the (dask or numpy) array itself: xarray's indexing machinery would triple the cost
+        part = self.streams[seg.stream].data.data[
+            t0 : t0 + self.frames, y0 : y0 + self.crop, x0 : x0 + self.crop
+        ]
         # one small window: dask's synchronous scheduler (no thread pool, safe in forked
         # data-loader workers, where the parent's pool threads do not exist)
         with dask.config.set(scheduler="synchronous"):
-            values = np.asarray(part.values, dtype=np.float32)
+            values = np.asarray(part, dtype=np.float32)
         return Window(values, seg.stream, t0, y0, x0)
 
     def draw(self, rng: np.random.Generator) -> Window:
