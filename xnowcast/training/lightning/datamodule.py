@@ -281,6 +281,14 @@ class RadarDataModule(L.LightningDataModule):
             persistent_workers=False,
         )
 
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """A :class:`~xnowcast.training.data.CropBatch` moves as a whole; tuples as Lightning does."""
+        if isinstance(batch, CropBatch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def heldout_batch(self) -> Any:
         """Fixed held-out windows as one batch (no augmentation), or None without a split."""
         self.setup()

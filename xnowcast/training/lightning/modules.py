@@ -44,18 +44,7 @@ def cosine_decay(steps: int, floor: float = 0.05) -> Any:
     return factor
 
 
-class _CropBatchTransfer(L.LightningModule):
-    """Moves a :class:`~xnowcast.training.data.CropBatch` to the device as a whole."""
-
-    def transfer_batch_to_device(
-        self, batch: Any, device: torch.device, dataloader_idx: int
-    ) -> Any:
-        if isinstance(batch, CropBatch):
-            return batch.to(device)
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-
-class SupervisedModule(_CropBatchTransfer):
+class SupervisedModule(L.LightningModule):
     """Masked-MSE training of a downscaler or a deterministic nowcaster.
 
     Parameters
@@ -105,7 +94,7 @@ class SupervisedModule(_CropBatchTransfer):
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-class AdversarialModule(_CropBatchTransfer):
+class AdversarialModule(L.LightningModule):
     """DGMR's adversarial training (manual optimisation around ``gan_step``).
 
     Parameters
