@@ -5,9 +5,11 @@
 #
 #   echo /.whl/ >> .git/info/exclude; echo /.gpudata/ >> .git/info/exclude
 #   # the packages of ci/constraints.txt the device image lacks (KINDS.md lists what it has):
+#   # (what `import xnowcast` and the training path load, less the image's packages)
 #   for p in dask distributed pint pint-xarray flexcache flexparser xbatcher xskillscore \
-#            properscoring cf_xarray pooch platformdirs h5netcdf zarr numcodecs donfig \
-#            google-crc32c partd locket zict tblib tornado; do
+#            xhistogram properscoring cf_xarray cftime netCDF4 pyproj pooch platformdirs \
+#            h5netcdf zarr numcodecs donfig google-crc32c partd locket zict tblib tornado \
+#            lazy-importer; do
 #     v=$(grep -i "^$p==" ci/constraints.txt | cut -d= -f3)
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \

@@ -112,7 +112,7 @@ def test_exact_resume_equals_an_uninterrupted_run(events_zarr: Path, tmp_path: P
 
 
 def test_dgmr_adversarial_training_and_predict(events_zarr: Path, tmp_path: Path) -> None:
-    """DGMR's GAN steps under Lightning; the weights load with predict(..., weights=path)."""
+    """DGMR's GAN steps under Lightning (bf16); the weights load with predict(..., weights=path)."""
     path = xnowcast.train(
         "dgmr",
         data=str(events_zarr),
@@ -120,12 +120,14 @@ def test_dgmr_adversarial_training_and_predict(events_zarr: Path, tmp_path: Path
         config="tiny",
         max_steps=2,
         accelerator="cpu",
+        precision="bf16-mixed",  # bfloat16 autocast (emulated where the CPU lacks it)
         progress=False,
     )
     assert path is not None
     meta = read_metadata(path)
     training = meta["training"]
     assert training["steps"] == 2 and training["family"] == "adversarial"
+    assert training["precision"] == "bf16-mixed"
     assert meta["config"]["context_channels"] == 16
     held = training["heldout_scores"]
     assert {"model", "persistence", "extrapolation"} <= set(held)
