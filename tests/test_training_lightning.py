@@ -230,6 +230,11 @@ def test_bad_requests_are_clear_errors(events_zarr: Path, tmp_path: Path) -> Non
     from xnowcast.cli import main
 
     assert main(["train", "unet", "--data", str(events_zarr), "--out", str(tmp_path)]) == 2
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="gpu"):
+            xnowcast.train(
+                "unet", data=str(events_zarr), out=tmp_path, max_steps=1, accelerator="gpu"
+            )
 
 
 def test_import_xnowcast_imports_neither_torch_nor_lightning() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
@@ -155,6 +156,50 @@ def export_weights(
     return save_weights(model.state_dict(), path, metadata)
 
 
+def _trainer_options(
+    out: Path,
+    trainable: Trainable,
+    recipe: dict[str, Any],
+    *,
+    accelerator: str,
+    devices: int,
+    strategy: str,
+    precision: str,
+    max_steps: int | None,
+    max_time: dt.timedelta | None,
+    checkpoint_every: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """The ``lightning.Trainer`` arguments of a run."""
+    checkpoints = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="step-{step}",
+        every_n_train_steps=max(int(checkpoint_every), 1),
+        save_top_k=1,
+        save_last=True,
+    )
+    supervised = trainable.family == "supervised"
+    return {
+        "accelerator": accelerator,
+        "devices": devices,
+        "strategy": _strategy(strategy, devices, not supervised),
+        "precision": "32-true" if precision == "32" else precision,
+        "max_steps": -1 if max_steps is None else int(max_steps),
+        "max_epochs": -1,
+        "max_time": max_time,
+        "callbacks": [checkpoints],
+        "logger": _loggers(out),
+        "log_every_n_steps": 1,
+        "enable_progress_bar": progress,
+        "enable_model_summary": False,
+        "gradient_clip_val": recipe.get("grad_clip") if supervised else None,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+        "use_distributed_sampler": False,
+        "default_root_dir": out,
+    }
+
+
 def fit(
     *,
     model: str | None,
@@ -220,32 +265,23 @@ def fit(
         num_workers=num_workers,
     )
     out.mkdir(parents=True, exist_ok=True)
-    checkpoints = ModelCheckpoint(
-        dirpath=out / "checkpoints",
-        filename="step-{step}",
-        every_n_train_steps=max(int(checkpoint_every), 1),
-        save_top_k=1,
-        save_last=True,
-    )
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        strategy=_strategy(strategy, devices, trainable.family == "adversarial"),
-        precision="32-true" if precision == "32" else precision,
-        max_steps=-1 if max_steps is None else int(max_steps),
-        max_epochs=-1,
-        max_time=max_time,
-        callbacks=[checkpoints],
-        logger=_loggers(out),
-        log_every_n_steps=1,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        gradient_clip_val=recipe.get("grad_clip") if trainable.family == "supervised" else None,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        default_root_dir=out,
-    )
+    try:
+        options_of_trainer = _trainer_options(
+            out,
+            trainable,
+            recipe,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            precision=precision,
+            max_steps=max_steps,
+            max_time=max_time,
+            checkpoint_every=checkpoint_every,
+            progress=progress,
+        )
+        trainer = L.Trainer(**options_of_trainer)
+    except MisconfigurationException as err:  # e.g. --accelerator gpu on a machine without one
+        raise TrainingError(f"Lightning cannot run this: {err}") from None
     previous = json.loads((resume / RUN_FILE).read_text()) if resume is not None else {}
     data_record = options["data"] if isinstance(options["data"], str | list) else None
     if trainer.is_global_zero:
