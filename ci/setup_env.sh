@@ -15,6 +15,6 @@ want="$(cat pyproject.toml ci/constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "xnowcast: installing (torch 2.13.0 first, then the project with constraints)" >&2
   python -m pip install -q --disable-pip-version-check "torch==2.13.0"
-  python -m pip install -q --disable-pip-version-check -c ci/constraints.txt -e ".[dev,docs]"
+  python -m pip install -q --disable-pip-version-check -c ci/constraints.txt -e ".[dev,docs,train]"
   echo "$want" > "$stamp"
 fi

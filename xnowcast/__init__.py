@@ -25,6 +25,7 @@ from xnowcast.errors import (
     ModelError,
     RadarFormatError,
     TimeAxisError,
+    TrainingError,
     UnitsError,
     WeightsError,
     XnowcastError,
@@ -32,6 +33,7 @@ from xnowcast.errors import (
 from xnowcast.io import open_radar
 from xnowcast.options import set_options
 from xnowcast.registry import list_models, load_model
+from xnowcast.training.command import train
 
 try:
     __version__ = _version("xnowcast")
@@ -47,6 +49,7 @@ __all__ = [
     "ModelError",
     "RadarFormatError",
     "TimeAxisError",
+    "TrainingError",
     "UnitsError",
     "WeightsError",
     "XnowcastError",
@@ -60,5 +63,6 @@ __all__ = [
     "open_radar",
     "set_options",
     "to_cf_dataset",
+    "train",
     "verify",
 ]

@@ -170,16 +170,33 @@ def _cmd_models(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    if args.model == "dgmr":
-        from xnowcast.training.gan_cli import main as train_main
+    from xnowcast.training.command import train
 
-        code = train_main(args.options)
-    else:
-        from xnowcast.training.supervised import main as train_main
-
-        code = train_main([args.model, *args.options])
-    if code:
-        raise UsageError(f"training {args.model} failed (exit code {code})")
+    weights = train(
+        args.model,
+        data=args.data,
+        out=args.out,
+        config=args.config,
+        max_steps=args.max_steps,
+        max_time=args.max_time,
+        devices=args.devices,
+        accelerator=args.accelerator,
+        strategy=args.strategy,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        resume=args.resume,
+        seed=args.seed,
+        lr=args.lr,
+        factor=args.factor,
+        time_factor=args.time_factor,
+        checkpoint_every=args.checkpoint_every,
+        num_workers=args.workers,
+        var=args.var,
+        progress=not args.quiet,
+    )
+    if weights is not None:
+        print(f"xnowcast train: weights written to {weights}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -293,15 +310,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "train",
-        "Train a model on radar archives (the options are those of the trainer).",
+        "Train a model on radar data with PyTorch Lightning (the train extra); write its weights.",
         """
-        xnowcast train dgmr --data-root /path/to/data --out weights/ --time-budget 1800
-        xnowcast train zsm --data-root /path/to/data --out weights/zsm.safetensors --steps 2000
-        xnowcast train dgmr --help     (every option of the GAN trainer)
+        xnowcast train zsm --data events.zarr --config tiny --max-steps 3 --out run/
+        xnowcast train zsm --resume run/ --max-steps 5
+        xnowcast train dgmr --data 's3://bucket/radar.zarr' --devices 8 --accelerator gpu \\
+            --precision bf16-mixed --max-time 08:00:00 --out dgmr-run/
+        xnowcast train fczsm --data 'radar/mch/*/*.gif' --max-steps 2000 --out fczsm-run/
     """,
     )
-    p.add_argument("model", choices=["dgmr", "zsm", "fczsm", "unet", "unet3d"])
-    p.add_argument("options", nargs=argparse.REMAINDER, help="options passed to the trainer")
+    p.add_argument("model", nargs="?", default=None, help="model to train (optional with --resume)")
+    p.add_argument("--data", default=None, help="radar glob, NetCDF, zarr (path/URL), dataset name")
+    p.add_argument("--out", default=None, help="run folder (default: the --resume folder)")
+    p.add_argument("--config", default=None, help="model config (every trainable model: tiny)")
+    p.add_argument("--max-steps", type=int, default=None, help="training steps in total")
+    p.add_argument("--max-time", default=None, help="stop after HH:MM:SS in this call")
+    p.add_argument("--devices", type=int, default=1, help="data-parallel processes (default 1)")
+    p.add_argument("--accelerator", default="auto", choices=["cpu", "gpu", "auto"])
+    p.add_argument("--strategy", default="auto", choices=["auto", "ddp"])
+    p.add_argument("--precision", default="32", choices=["32", "bf16-mixed"])
+    p.add_argument("--batch-size", type=int, default=None, help="windows per batch and device")
+    p.add_argument("--crop", type=int, default=None, help="window side in pixels of the data")
+    p.add_argument("--resume", default=None, help="continue the run in this folder")
+    p.add_argument("--seed", type=int, default=None, help="seed of the whole run (default 0)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (supervised models)")
+    p.add_argument("--factor", type=int, default=None, help="downscaling factor (default 2)")
+    p.add_argument("--time-factor", type=int, default=None, help="time factor (default 2)")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--workers", type=int, default=0, help="data-loader processes per device")
+    p.add_argument("--var", default=None, help="variable of a Dataset to train on")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
 
     p = add(

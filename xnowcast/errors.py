@@ -16,6 +16,7 @@ __all__ = [
     "ModelError",
     "RadarFormatError",
     "TimeAxisError",
+    "TrainingError",
     "UnitsError",
     "WeightsError",
     "XnowcastError",
@@ -60,6 +61,10 @@ class RadarFormatError(XnowcastError, ValueError):
 
 class MetricError(XnowcastError, ValueError):
     """An unknown metric name, or a metric asked for something it cannot do."""
+
+
+class TrainingError(XnowcastError, ValueError):
+    """Training options that cannot work together, or a run that cannot be resumed."""
 
 
 class MissingDataWarning(UserWarning):

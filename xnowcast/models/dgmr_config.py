@@ -13,7 +13,7 @@ __all__ = ["CONFIGS", "count_parameters", "resolve_config"]
 
 #: Model configurations.  ``paper`` has the published widths; ``small`` is the
 #: CPU-trainable one the shipped weights use (1/6 of the paper's generator
-#: widths, 1/4 of its discriminator widths).  Both use the same architecture
+#: widths, 1/4 of its discriminator widths); ``tiny`` is for tests.  All use the same architecture
 #: (see the module docstring of :mod:`xnowcast.models.dgmr`): a residual over
 #: the extrapolation forecast in log-rain space (``base="extrapolation"``;
 #: ``"none"`` forecasts from scratch as the paper does), replicate padding and
@@ -40,6 +40,20 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "attention": True,
         "discriminator_channels": 12,
         "spatial_frames": 8,
+        "temporal_crop_fraction": 0.5,
+        "max_rate": 128.0,
+        "base": "extrapolation",
+        "padding_mode": "replicate",
+    },
+    # For tests and smoke runs of the training (about 0.1 M generator parameters).
+    "tiny": {
+        "input_frames": 4,
+        "context_channels": 16,
+        "latent_channels": 32,
+        "noise_channels": 2,
+        "attention": False,
+        "discriminator_channels": 4,
+        "spatial_frames": 2,
         "temporal_crop_fraction": 0.5,
         "max_rate": 128.0,
         "base": "extrapolation",

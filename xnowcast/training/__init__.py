@@ -6,7 +6,9 @@
 * :mod:`xnowcast.training.gan` - DGMR's adversarial training (:func:`train_dgmr`),
   safetensors checkpoints, resumable;
 * :mod:`xnowcast.training.pairs` and :mod:`xnowcast.training.supervised` - the
-  downscaling models' data and trainer.
+  downscaling models' data and trainer;
+* :mod:`xnowcast.training.lightning` and :mod:`xnowcast.training.command` - every
+  trainable model on PyTorch Lightning (``xnowcast train``, :func:`xnowcast.train`).
 
 Importing this package imports neither torch nor the submodules; the names
 below are loaded on first use.

@@ -32,6 +32,7 @@ from xnowcast.errors import CoordinateError, DataValueError, TimeAxisError
 __all__ = [
     "CropBatch",
     "SequenceCropSampler",
+    "acceptance_from_sums",
     "acceptance_probability",
     "as_rain_rate",
 ]
@@ -75,6 +76,27 @@ def acceptance_probability(crop: np.ndarray, q_min: float = 2e-4, m: float = 0.1
         return 0.0
     x = np.clip(crop[valid], 0.0, None)
     return float(min(1.0, q_min + m * float(np.mean(-np.expm1(-x)))))
+
+
+def acceptance_from_sums(
+    wet_sum: np.ndarray,
+    missing_sum: np.ndarray,
+    pixels: float,
+    q_min: float = 2e-4,
+    m: float = 0.1,
+    max_missing: float = 0.05,
+) -> np.ndarray:
+    """:func:`acceptance_probability` of many crops from their sums.
+
+    ``wet_sum`` is the sum of ``1 - exp(-x)`` over the observed pixels of each
+    crop, ``missing_sum`` its count of missing pixels, ``pixels`` its size;
+    crops with more than ``max_missing`` of their pixels missing get 0.
+    """
+    n_valid = pixels - missing_sum
+    mean_wet = np.where(n_valid > 0, wet_sum / np.maximum(n_valid, 1.0), 0.0)
+    q = np.minimum(1.0, q_min + m * mean_wet)
+    q[(missing_sum / pixels > max_missing) | (n_valid <= 0)] = 0.0
+    return q
 
 
 @dataclass
@@ -265,12 +287,9 @@ class SequenceCropSampler:
             )
 
         n = float(f * self.crop * self.crop)
-        wet_sum, miss_sum = box(blocks[0]), box(blocks[1])
-        n_valid = n - miss_sum
-        mean_wet = np.where(n_valid > 0, wet_sum / np.maximum(n_valid, 1.0), 0.0)
-        q = np.minimum(1.0, self.q_min + self.m * mean_wet)
-        q[(miss_sum / n > self.max_missing) | (n_valid <= 0)] = 0.0
-        return q
+        return acceptance_from_sums(
+            box(blocks[0]), box(blocks[1]), n, self.q_min, self.m, self.max_missing
+        )
 
     def __len__(self) -> int:
         """Number of usable candidate crops."""

@@ -5,6 +5,7 @@ See :mod:`xnowcast.training.gan` for the recipe and the training loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -63,6 +64,7 @@ def gan_step(
     disc_steps: int = 2,
     rng: torch.Generator | None = None,
     precision: str = "fp32",
+    backward: Callable[[Tensor], Any] | None = None,
 ) -> dict[str, float]:
     """One DGMR training step: ``disc_steps`` discriminator updates, one generator update.
 
@@ -70,8 +72,11 @@ def gan_step(
     of them.  The generator's ``grid_samples`` samples run as one batched
     forward, and are scored by the discriminators in one call together with
     the observed sequence (the pseudocode scores each sample with the
-    observation in its own call).  Returns the losses.
+    observation in its own call).  ``backward`` runs the backward passes
+    (default ``loss.backward()``; a Lightning module passes ``manual_backward``).
+    Returns the losses.
     """
+    backward = backward or Tensor.backward
     dev = batch.inputs.device
     x, y, valid = batch.inputs, batch.targets[:, :lead_steps], batch.valid[:, :lead_steps]
     vmask = valid.to(y.dtype)
@@ -90,7 +95,7 @@ def gan_step(
         real_s, fake_s = scores.float().chunk(2)
         d_loss = hinge_discriminator_loss(real_s, fake_s)
         opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
+        backward(d_loss)
         opt_d.step()
 
     discriminator.requires_grad_(False)
@@ -107,7 +112,7 @@ def gan_step(
     g_hinge = hinge_generator_loss(scores.float()[x.shape[0] :])
     g_loss = g_hinge + grid_weight * grid
     opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
+    backward(g_loss)
     opt_g.step()
     discriminator.requires_grad_(True)
     return {

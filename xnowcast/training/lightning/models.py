@@ -1,0 +1,164 @@
+"""Which models train and how: the training layer's only contact with the model registry.
+
+:func:`build_trainable` resolves a registry name and a config into the modules to
+train, the training family and the data task; :data:`RECIPES` hold each
+family's default optimisation settings (``tiny``: for tests and smoke runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from xnowcast.errors import ModelError
+from xnowcast.training.lightning.datamodule import DownscaleTask, NowcastTask
+
+__all__ = ["RECIPES", "Trainable", "build_trainable", "recipe_for"]
+
+#: Config names that mean another preset of a model (every trainable model has ``tiny``).
+CONFIG_ALIASES: dict[str, dict[str, str]] = {
+    "zsm": {"tiny": "flow-tiny", "compact": "flow-compact", "paper": "flow-paper"},
+    "fczsm": {"tiny": "flow-tiny", "compact": "flow-compact", "paper": "flow-paper"},
+}
+
+#: Models trained adversarially, and the builder of their discriminator.
+DISCRIMINATORS: dict[str, str] = {
+    "dgmr": "xnowcast.models.dgmr_discriminator:build_discriminator",
+}
+
+#: Default optimisation settings per family; ``"<family>:tiny"`` overrides them for tiny configs.
+RECIPES: dict[str, dict[str, Any]] = {
+    "supervised": {
+        "batch_size": 4,
+        "crop": 128,
+        "lr": 5e-4,
+        "lr_decay_steps": 20_000,  # cosine to 5 % over these steps, whenever the run stops
+        "grad_clip": 1.0,
+        "lead_steps": 12,
+    },
+    "supervised:tiny": {"batch_size": 2, "crop": 32, "lead_steps": 4, "lr_decay_steps": 100},
+    "adversarial": {
+        "batch_size": 16,
+        "crop": 256,
+        "lead_steps": 18,
+        "grid_samples": 6,
+        "grid_weight": 20.0,
+        "grid_weight_mode": "plus_one",
+        "disc_steps": 2,
+        "lr_generator": 5e-5,
+        "lr_discriminator": 2e-4,
+        "betas": (0.0, 0.999),
+        "val_members": 4,
+    },
+    "adversarial:tiny": {
+        "batch_size": 1,
+        "crop": 128,
+        "lead_steps": 4,
+        "grid_samples": 2,
+        "disc_steps": 1,
+        "val_members": 2,
+    },
+}
+
+
+@dataclass
+class Trainable:
+    """A model ready to train.
+
+    Attributes
+    ----------
+    name, config_name
+        Registry name and the config asked for.
+    task, family
+        ``"nowcast"``/``"downscale"`` and ``"supervised"``/``"adversarial"``.
+    model
+        The ``nn.Module`` whose weights ship (the generator of a GAN).
+    discriminator
+        The adversary (adversarial family), else None.
+    """
+
+    name: str
+    config_name: str
+    task: str
+    family: str
+    model: nn.Module
+    discriminator: nn.Module | None = None
+
+    def data_task(self, lead_steps: int) -> NowcastTask | DownscaleTask:
+        """How the data module cuts windows for this model."""
+        m = self.model
+        if self.task == "downscale":
+            return DownscaleTask(
+                int(m.window),
+                int(m.factor),
+                int(m.time_factor),
+                int(m.static_channels),
+                int(getattr(m, "spatial_multiple", 1)),
+            )
+        return NowcastTask(
+            int(m.input_frames),
+            int(lead_steps),
+            float(getattr(m, "config", {}).get("max_rate", 128.0)),
+            int(getattr(m, "spatial_multiple", 1)),
+        )
+
+
+def _build(path: str, config: Any) -> nn.Module:
+    module, _, function = path.partition(":")
+    return getattr(importlib.import_module(module), function)(config)
+
+
+def build_trainable(
+    name: str, config: str | dict[str, Any] = "default", factor: int = 2, time_factor: int = 2
+) -> Trainable:
+    """Build a registered model (and its discriminator) for training.
+
+    Parameters
+    ----------
+    name
+        A registered model with trainable parameters.
+    config
+        A config name of the model (``"tiny"`` for every trainable model) or a dict.
+    factor, time_factor
+        Refinement of a downscaling model.
+
+    Raises
+    ------
+    ModelError
+        For an unknown model, or one with nothing to train (a physical baseline).
+    """
+    from xnowcast.registry import get_spec
+
+    spec = get_spec(name)
+    config_name = config if isinstance(config, str) else "custom"
+    if isinstance(config, str):
+        config = CONFIG_ALIASES.get(spec.name, {}).get(config, config)
+    if config == "default" and spec.default_config is not None:
+        config = spec.default_config
+    if spec.task == "downscale":
+        model = spec.build(config, factor=factor, time_factor=time_factor)
+    else:
+        model = spec.build(config)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ModelError(
+            f"{spec.name!r} has no trainable parameters (a physical baseline): nothing to train"
+        )
+    discriminator = None
+    family = "supervised"
+    if spec.name in DISCRIMINATORS:
+        family = "adversarial"
+        discriminator = _build(DISCRIMINATORS[spec.name], dict(model.config))
+    elif spec.stochastic:
+        raise ModelError(f"{spec.name!r} is stochastic and has no training family yet")
+    return Trainable(spec.name, config_name, spec.task, family, model, discriminator)
+
+
+def recipe_for(family: str, config_name: str) -> dict[str, Any]:
+    """The default optimisation settings of a family (and of its tiny config)."""
+    recipe = dict(RECIPES[family])
+    if config_name == "tiny":
+        recipe.update(RECIPES[f"{family}:tiny"])
+    return recipe
