@@ -184,6 +184,13 @@ def _check_factors(spec: Any, factor: int, time_factor: int, weights: Any) -> di
         )
     meta = weights_metadata(spec, weights) if weights is not None else {}
     config = meta.get("config") if isinstance(meta.get("config"), dict) else None
+    if config is not None and "factors" in config:  # weights made for several factors (srgan)
+        if factor not in config["factors"] or time_factor not in config["time_factors"]:
+            raise ModelError(
+                f"The {spec.name!r} weights do factor in {config['factors']} and time_factor "
+                f"in {config['time_factors']}, not factor={factor}, time_factor={time_factor}."
+            )
+        return {"factor": factor, "time_factor": time_factor}
     if config is not None:
         trained = (int(config.get("factor", factor)), int(config.get("time_factor", time_factor)))
         if trained != (factor, time_factor):

@@ -410,3 +410,29 @@ for _name, _builder, _summary, _reference, _norm, _weights in _LEARNED_DOWNSCALE
             time_factors=(1, 2, 3, 4),
         )
     )
+
+register(
+    ModelSpec(
+        name="srgan",
+        task="downscale",
+        builder="xnowcast.models.srgan:build_srgan",
+        summary=(
+            "Super-resolution GAN: a residual sub-pixel generator on the back-projected bicubic "
+            "baseline, block means equal to the input, trained with an adversarial loss and the "
+            "content loss of a self-supervised radar encoder (AtmoDist); time by flow."
+        ),
+        reference="Ledig et al. (2017), CVPR; Hoffmann & Lessig (2021), arXiv:2109.09076",
+        units="mm/h",
+        normalisation="log1p(R)/log1p(10) inside the module; residual over consistent bicubic",
+        default_config="default",
+        weights={
+            "radar": WeightsFile(
+                "srgan-radar.safetensors",
+                "fcee998d7e75656921cd588d42fb4bd49f14f95306dddbc25b98ae89078f99cb",
+            )
+        },
+        default_weights="radar",
+        factors=(2, 4),
+        time_factors=(1, 2, 3, 4),
+    )
+)
