@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,15 @@ def test_discriminator_and_a_few_training_steps(tmp_path: Path) -> None:
     assert net(torch.from_numpy(frames)).shape == (1, 2, 1, 32, 32)
     logits = PatchDiscriminator(8)(torch.rand(2, 1, 32, 32), torch.rand(2, 1, 8, 8))
     assert logits.shape == (2, 1, 4, 4)
+    # an ablation variant reuses the trained encoder (no encoder phase)
+    (tmp_path / "mse_adv").mkdir()
+    shutil.copytree(data, tmp_path / "mse_adv" / "data")
+    variant = run(
+        cpu_minutes=0.04,
+        variant="mse_adv",
+        encoder_weights=str(tmp_path / "atmodist-radar.safetensors"),
+        **{**kwargs, "workdir": tmp_path / "mse_adv"},
+    )
+    assert variant["steps"]["encoder"] == 0 and variant["steps"]["pretrain"] > 0
+    assert "content" not in variant["curves"]["gan"][-1][1]
+    assert (tmp_path / "mse_adv" / "srgan-mse_adv.safetensors").is_file()

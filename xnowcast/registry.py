@@ -428,7 +428,7 @@ register(
         weights={
             "radar": WeightsFile(
                 "srgan-radar.safetensors",
-                "fcee998d7e75656921cd588d42fb4bd49f14f95306dddbc25b98ae89078f99cb",
+                "cfae5252ce47958a780cf5751d13b7e18a847aa4520e9aa063c864bce382c4c1",
             )
         },
         default_weights="radar",
