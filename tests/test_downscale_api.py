@@ -48,7 +48,9 @@ def test_trilinear_keeps_input_frames(coarse: xr.DataArray) -> None:
     # at the original times the block mean of the output stays close to the input
     back = fine.isel(time=slice(None, None, 2)).coarsen(y=2, x=2).mean()
     interior = (slice(2, -2), slice(2, -2))
-    err = np.abs(back.values[:, interior[0], interior[1]] - coarse.values[:, interior[0], interior[1]])
+    err = np.abs(
+        back.values[:, interior[0], interior[1]] - coarse.values[:, interior[0], interior[1]]
+    )
     assert err.mean() < 0.05 * float(coarse.max())
 
 
@@ -73,7 +75,9 @@ def test_dask_lazy_equals_eager() -> None:
     coarse = series.coarsen(y=2, x=2).mean()
     coarse.attrs = series.attrs
     eager = coarse.downscale(factor=2, time_factor=2, model="trilinear", progress=False)
-    lazy = coarse.chunk(time=5).downscale(factor=2, time_factor=2, model="trilinear", progress=False)
+    lazy = coarse.chunk(time=5).downscale(
+        factor=2, time_factor=2, model="trilinear", progress=False
+    )
     assert lazy.chunks is not None
     np.testing.assert_array_equal(lazy.compute().values, eager.values)
 

@@ -86,7 +86,9 @@ def test_hindcast_equals_single_forecasts(storm: xr.DataArray) -> None:
     assert hind.dims == ("init_time", "lead_time", "y", "x")
     assert hind.valid_time.dims == ("init_time", "lead_time")
     for init in inits:
-        single = storm.nowcast.predict(model="extrapolation", steps=4, init_time=init, progress=False)
+        single = storm.nowcast.predict(
+            model="extrapolation", steps=4, init_time=init, progress=False
+        )
         np.testing.assert_array_equal(hind.sel(init_time=init).values, single.values)
 
 

@@ -175,7 +175,13 @@ def _check_factors(spec: ModelSpec, weights: WeightsRecord, factor: int, time_fa
     """Refuse factors the model (its spec) or its weights (their config) cannot do."""
     spec.check_factors(factor, time_factor)
     config = weights.metadata.get("config")
-    if isinstance(config, dict):
+    if isinstance(config, dict) and "factors" in config:  # weights made for several (srgan)
+        if factor not in config["factors"] or time_factor not in config["time_factors"]:
+            raise ModelError(
+                f"The {spec.name!r} weights do factor in {config['factors']} and time_factor "
+                f"in {config['time_factors']}, not factor={factor}, time_factor={time_factor}."
+            )
+    elif isinstance(config, dict):
         trained = (int(config.get("factor", factor)), int(config.get("time_factor", time_factor)))
         if trained != (factor, time_factor):
             raise ModelError(

@@ -367,7 +367,8 @@ def _lead_times(fc: xr.DataArray, lead_times: Sequence[Any] | None) -> np.ndarra
             minutes = float(ureg.Quantity(value).to("min").magnitude)
             value = np.timedelta64(round(minutes * 60), "s")
         elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-            value, np.timedelta64  # a subclass of np.integer
+            value,
+            np.timedelta64,  # a subclass of np.integer
         ):
             value = np.timedelta64(round(float(value) * 60), "s")
         value = np.timedelta64(value, "ns")

@@ -5,7 +5,8 @@ The functions here take DataArrays (or numpy arrays, for :func:`ssim` and
 units and window sizes in grid cells; they know nothing of CF conventions,
 units or forecast alignment, which :func:`xnowcast.verification.verify` adds.
 Missing values (NaN) in either field are left out of every score.  Everything
-is lazy on dask input.  This package never imports torch.
+is lazy on dask input.  This package never imports torch at import time
+(``learned`` imports it when the learned distance is computed).
 
 =================  ==========================================================
 module             scores
@@ -14,6 +15,7 @@ module             scores
 ``continuous``     MSE, MAE, RMSE, mean error, CRPS (``xskillscore.crps_ensemble``)
 ``spatial``        fractions skill score, average/max pooling
 ``structural``     SSIM (FC-ZSM paper)
+``learned``        the AtmoDist distance of a self-supervised radar encoder (torch, at call time)
 ``spectral``       radially averaged power spectral density
 ``registry``       metric metadata (:class:`MetricInfo`)
 =================  ==========================================================
@@ -32,6 +34,7 @@ from xnowcast.metrics.categorical import (
     pod,
 )
 from xnowcast.metrics.continuous import crps, mae, mean_error, mse, rmse
+from xnowcast.metrics.learned import atmodist_terms_array
 from xnowcast.metrics.registry import (
     METRICS,
     MetricError,
@@ -56,6 +59,7 @@ __all__ = [
     "METRICS",
     "MetricError",
     "MetricInfo",
+    "atmodist_terms_array",
     "available_metrics",
     "categorical_score",
     "categorical_scores",

@@ -123,6 +123,15 @@ _ENTRIES = (
     MetricInfo(
         "ssim", "structural similarity index", "higher", 1.0, "1", "structural", poolable=False
     ),
+    MetricInfo(
+        "atmodist",
+        "learned AtmoDist distance (1 = radar fields 60 min apart)",
+        "lower",
+        0.0,
+        "1",
+        "structural",
+        poolable=False,
+    ),
 )
 
 METRICS: dict[str, MetricInfo] = {m.name: m for m in _ENTRIES}

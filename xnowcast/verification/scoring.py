@@ -17,6 +17,7 @@ from xnowcast.errors import CoordinateError
 from xnowcast.metrics import (
     CATEGORICAL_SCORES,
     MetricError,
+    atmodist_terms_array,
     categorical_scores,
     crps,
     metric_info,
@@ -36,6 +37,7 @@ Length = int | str | pint.Quantity
 Forecast = xr.DataArray | xr.Dataset
 THRESHOLD, SCALE, WINDOW = "threshold", "scale", "window"
 _CONTINUOUS = ("mse", "mae", "rmse", "bias")
+_WHOLE_FIELD = ("fss", "ssim", "atmodist")
 #: Reflectivity is scored in this rain rate by the amount scores (errors, CRPS).
 RAIN_RATE = "mm h-1"
 #: Provenance attributes of a forecast, as written by xnowcast's pipelines
@@ -83,7 +85,9 @@ def verify(
     metrics
         Names from :func:`xnowcast.metrics.available_metrics`: ``csi``, ``hss``,
         ``pod``, ``far``, ``fbias``, ``ets``, ``crps``, ``mse``, ``mae``,
-        ``rmse``, ``bias``, ``fss``, ``ssim``.
+        ``rmse``, ``bias``, ``fss``, ``ssim``, ``atmodist`` (the learned distance of a
+        self-supervised radar encoder, computed in mm/h: 0 for identical fields, 1 for
+        radar fields an hour apart; see :mod:`xnowcast.metrics.learned`).
     thresholds
         Event thresholds (events are values ``>= threshold``): numbers in the
         forecast's units, strings such as ``"1 mm/h"`` or pint quantities, which
@@ -243,10 +247,9 @@ def _verify_one(
     wanted = [info.name for info in infos]
     categorical = [n for n in wanted if n in CATEGORICAL_SCORES]
     continuous = [n for n in wanted if n in _CONTINUOUS]
-    if "fss" in wanted or "ssim" in wanted:
-        for name in ("fss", "ssim"):
-            if name in wanted:
-                _need_space(name, space, reduce)
+    for name in _WHOLE_FIELD:
+        if name in wanted:
+            _need_space(name, space, reduce)
     # errors and CRPS of reflectivity are computed in rain rate
     amount_units = units
     amount_fc, amount_obs = fc, aligned
@@ -304,6 +307,13 @@ def _verify_one(
     if "ssim" in wanted:
         fc_m, obs_m = mask_pair(fc, aligned, member)
         out["ssim"] = _ssim(fc_m, obs_m, space, deterministic, ssim_window, ssim_data_range)
+    if "atmodist" in wanted:
+        rate_fc, rate_obs = fc, aligned
+        if units not in ("mm/h", "mm h-1"):
+            rate_fc = convert_dataarray(fc, RAIN_RATE, time_step=step)
+            rate_obs = convert_dataarray(aligned, RAIN_RATE, time_step=step)
+        fc_m, obs_m = mask_pair(rate_fc, rate_obs, member)
+        out["atmodist"] = _field_mean(atmodist_terms_array, fc_m, obs_m, space, deterministic)
 
     data_vars = {}
     for info in infos:
@@ -321,6 +331,12 @@ def _verify_one(
             da.attrs["padding"] = fss_padding
         if info.name == "ssim":
             da.attrs["window"] = int(ssim_window)
+        if info.name == "atmodist":
+            da.attrs["comment"] = (
+                "mean over fields of the distance between the representations of a "
+                "self-supervised radar encoder (xnowcast.metrics.learned), in mm/h; "
+                "0: identical, 1: radar fields 60 minutes apart"
+            )
         data_vars[info.name] = da
     result = xr.Dataset(data_vars)
     result = _label_coords(result, given_thresholds, units, pooling)
@@ -420,6 +436,33 @@ def _ssim(
         terms = terms.sum(extra)
     count = terms.isel(ssim_term=1)
     return terms.isel(ssim_term=0) / count.where(count > 0)
+
+
+def _field_mean(
+    terms_of: Any,
+    fc: xr.DataArray,
+    obs: xr.DataArray,
+    space: tuple[Hashable, Hashable],
+    deterministic: list[Hashable],
+) -> xr.DataArray:
+    """Mean over fields of a per-field score given as ``(..., [value sum, count])`` terms."""
+    ydim, xdim = space
+    a, b = whole_fields((fc, obs), space)
+    terms = xr.apply_ufunc(
+        terms_of,
+        a,
+        b,
+        input_core_dims=[[ydim, xdim], [ydim, xdim]],
+        output_core_dims=[["field_term"]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
+        dask_gufunc_kwargs={"output_sizes": {"field_term": 2}},
+    )
+    extra = [d for d in deterministic if d in terms.dims]
+    if extra:
+        terms = terms.sum(extra)
+    count = terms.isel(field_term=1)
+    return terms.isel(field_term=0) / count.where(count > 0)
 
 
 def _names(metrics: str | Sequence[str]) -> list[str]:
