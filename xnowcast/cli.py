@@ -138,10 +138,10 @@ def _cmd_datasets(args: argparse.Namespace) -> None:
 def _cmd_models(args: argparse.Namespace) -> None:
     from xnowcast.registry import MODELS
 
-    for name in sorted(MODELS):
-        spec = MODELS[name]
+    for key in sorted(MODELS):
+        spec = MODELS[key]
         weights = spec.default_weights or "-"
-        print(f"{name:<14} {spec.task:<9} weights: {weights:<24} {spec.summary}")
+        print(f"{spec.name:<14} {spec.task:<9} weights: {weights:<24} {spec.summary}")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

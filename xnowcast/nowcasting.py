@@ -392,7 +392,7 @@ def nowcast(
             f"step is {step / np.timedelta64(1, 'm'):g} min. Resample the data to "
             f"{spec.time_step_minutes:g} min, or use 'extrapolation' (any step)."
         )
-    request = ModelRequest.create(spec.name, config=config, weights=weights, device=device)
+    request = ModelRequest.create(spec.registry_key, config=config, weights=weights, device=device)
     frames = int(request.load().input_frames)
     times = da[axes.time].values
     inits, as_dim = _init_times(times, init_time)

@@ -84,6 +84,10 @@ class ModelSpec:
         Whether outputs depend on a random latent (ensembles make sense).
     factors, time_factors
         Downscaling factors the model supports.
+    key
+        Registry key when ``name`` is also the name of a model of the other task
+        (names are unique per task: ``predict(model="unet")`` and
+        ``downscale(model="unet")`` are different models); None: the name.
     """
 
     name: str
@@ -100,6 +104,12 @@ class ModelSpec:
     stochastic: bool = False
     factors: tuple[int, ...] = ()
     time_factors: tuple[int, ...] = ()
+    key: str | None = None
+
+    @property
+    def registry_key(self) -> str:
+        """The key of this spec in :data:`MODELS` (unique across tasks)."""
+        return self.key or self.name
 
     def build(self, config: str | dict[str, Any] | None = None, **kwargs: Any) -> torch.nn.Module:
         """Build an untrained model (``config`` defaults to ``default_config``)."""
@@ -113,22 +123,30 @@ MODELS: dict[str, ModelSpec] = {}
 
 
 def register(spec: ModelSpec) -> ModelSpec:
-    """Add a spec to the registry (names are unique)."""
-    if spec.name in MODELS:
-        raise ModelError(f"A model named {spec.name!r} is already registered.")
-    MODELS[spec.name] = spec
+    """Add a spec to the registry (names are unique per task, keys unique overall)."""
+    taken = any(s.name == spec.name and s.task == spec.task for s in MODELS.values())
+    if spec.registry_key in MODELS or taken:
+        raise ModelError(f"A {spec.task} model named {spec.name!r} is already registered.")
+    MODELS[spec.registry_key] = spec
     return spec
 
 
 def list_models(task: str | None = None) -> list[str]:
     """Registered model names, optionally of one task (``"nowcast"``/``"downscale"``)."""
-    return sorted(name for name, spec in MODELS.items() if task in (None, spec.task))
+    return sorted({spec.name for spec in MODELS.values() if task in (None, spec.task)})
 
 
 def get_spec(name: str, task: str | None = None) -> ModelSpec:
-    """The spec of ``name``; an unknown name (or one of the wrong task) lists the valid ones."""
-    spec = MODELS.get(str(name).lower())
+    """The spec of ``name`` (or registry key); an unknown name lists the valid ones.
+
+    A name used by both tasks gives the model of ``task`` (without ``task``: the
+    model registered under that key).
+    """
+    key = str(name).lower()
+    spec = MODELS.get(key)
     if spec is None or (task is not None and spec.task != task):
+        spec = next((s for s in MODELS.values() if s.name == key and s.task == task), None)
+    if spec is None:
         valid = ", ".join(list_models(task))
         kind = f"{task} " if task else ""
         raise ModelError(f"Unknown {kind}model {name!r}. Valid {kind}models: {valid}.")
@@ -223,7 +241,7 @@ def load_model(
     path, sha256 = resolve_weights(spec, weights)
     config_json = json.dumps(config, sort_keys=True) if config is not None else None
     return _load_cached(
-        spec.name,
+        spec.registry_key,
         config_json,
         str(path) if path else None,
         sha256,
@@ -408,5 +426,47 @@ for _name, _builder, _summary, _reference, _norm, _weights in _LEARNED_DOWNSCALE
             default_weights=next(iter(_weights), None),
             factors=(1, 2, 3, 4),
             time_factors=(1, 2, 3, 4),
+        )
+    )
+
+# Deterministic deep nowcasters (issue 15): residuals over extrapolation in the Lagrangian
+# frame (``frame="eulerian"`` in the config: over persistence, as published).
+_RESIDUAL_OVER_EXTRAPOLATION = (
+    "log1p of mm/h in (inputs advected to the last input time); out: a log1p change over "
+    "extrapolation, carried along the motion"
+)
+_DEEP_NOWCASTERS: tuple[tuple[str, str, str, str, str, dict[str, WeightsFile]], ...] = (
+    (
+        "convlstm",
+        "convlstm",
+        "xnowcast.models.convlstm:build_convlstm",
+        "ConvLSTM encoder-forecaster forecasting growth and decay over extrapolation.",
+        "Shi et al. (2015), NeurIPS 28",
+        {},
+    ),
+    (
+        "unet",
+        "unet-nowcast",
+        "xnowcast.models.unet_nowcast:build_unet_nowcast",
+        "U-Net from the input frames to every lead time, forecasting growth and decay over "
+        "extrapolation.",
+        "Ronneberger et al. (2015); Ayzel et al. (2020), Geosci. Model Dev. 13 (RainNet)",
+        {},
+    ),
+)
+for _name, _key, _builder, _summary, _reference, _weights in _DEEP_NOWCASTERS:
+    register(
+        ModelSpec(
+            name=_name,
+            key=_key,
+            task="nowcast",
+            builder=_builder,
+            summary=_summary,
+            reference=_reference,
+            time_step_minutes=_MIN,
+            normalisation=_RESIDUAL_OVER_EXTRAPOLATION,
+            default_config="small",
+            weights=_weights,
+            default_weights=next(iter(_weights), None),
         )
     )

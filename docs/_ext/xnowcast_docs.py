@@ -125,12 +125,12 @@ def models_lines() -> list[str]:
 
     rows = []
     for task in ("nowcast", "downscale"):
-        for name in sorted(n for n, s in MODELS.items() if s.task == task):
-            spec = MODELS[name]
+        for key in sorted(n for n, s in MODELS.items() if s.task == task):
+            spec = MODELS[key]
             step = "any" if spec.time_step_minutes is None else f"{spec.time_step_minutes:g} min"
             rows.append(
                 [
-                    f"``{name}``",
+                    f"``{spec.name}``",
                     task,
                     spec.summary,
                     spec.reference,
@@ -156,7 +156,7 @@ def weights_lines(models: Mapping[str, Any] | None = None) -> list[str]:
     for name in sorted(models if models is not None else MODELS):
         spec = (models if models is not None else MODELS)[name]
         for label, entry in spec.weights.items():
-            title = f"``{name}``: ``{label}`` (``{entry.filename}``)"
+            title = f"``{spec.name}`` ({spec.task}): ``{label}`` (``{entry.filename}``)"
             out += [title, "~" * len(title), ""]
             default = (
                 " These are the model's default weights." if label == spec.default_weights else ""
@@ -198,11 +198,11 @@ def _shipped(models: Mapping[str, Any] | None = None) -> list[tuple[str, str, An
 
     models = MODELS if models is None else models
     out = []
-    for name in sorted(models):
-        spec = models[name]
+    for key in sorted(models):
+        spec = models[key]
         for label, entry in spec.weights.items():
             if entry.path.is_file():
-                out.append((name, label, entry, weights_metadata(spec, label)))
+                out.append((spec.name, label, entry, weights_metadata(spec, label)))
     return out
 
 
