@@ -32,7 +32,7 @@ print(models)
 init = obs.time.values[5]
 forecasts = {}
 for name in models:
-    stochastic = xnowcast.registry.get_spec(name).stochastic
+    stochastic = xnowcast.registry.get_spec(name, task="nowcast").stochastic
     forecasts[name] = obs.nowcast.predict(
         model=name, steps=18, members=3 if stochastic else 1, init_time=init, seed=0
     )

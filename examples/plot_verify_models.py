@@ -31,7 +31,7 @@ init = obs.time.values[5]
 
 forecasts = {}
 for name in xnowcast.list_models("nowcast"):
-    stochastic = xnowcast.registry.get_spec(name).stochastic
+    stochastic = xnowcast.registry.get_spec(name, task="nowcast").stochastic
     forecasts[name] = obs.nowcast.predict(
         model=name, steps=18, members=4 if stochastic else 1, init_time=init, seed=0
     )
