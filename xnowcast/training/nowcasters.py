@@ -53,7 +53,15 @@ from xnowcast.training.gan_checkpoint import _load_optimiser, _optimiser_tensors
 from xnowcast.training.gan_step import dihedral
 from xnowcast.weights import load_state_dict, save_weights
 
-__all__ = ["CHECKPOINT", "NowcastRun", "build_samplers", "main", "train_nowcaster", "validate"]
+__all__ = [
+    "CHECKPOINT",
+    "NowcastRun",
+    "build_samplers",
+    "main",
+    "resume",
+    "train_nowcaster",
+    "validate",
+]
 
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"
@@ -176,6 +184,24 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return load_file(path), {k: json.loads(v) for k, v in raw.items()}
 
 
+def resume(
+    out: Path, model: Any, opt: torch.optim.Optimizer, rng: torch.Generator, sampler: Any
+) -> dict[str, Any]:
+    """Restore model, Adam, random states from ``out``'s checkpoint; its progress record.
+
+    Without a checkpoint nothing changes and the record is that of step 0
+    (``step``, ``cpu_time``, ``history``, ``best``).
+    """
+    if not (out / CHECKPOINT).exists():
+        return {"step": 0, "cpu_time": 0.0, "history": [], "best": {}}
+    tensors, meta = _load_checkpoint(out / CHECKPOINT)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    _load_optimiser(opt, {k: v for k, v in tensors.items() if k.startswith("adam.")}, "adam")
+    rng.set_state(tensors["rng.torch"])
+    sampler.rng.bit_generator.state = meta["sampler_rng"]
+    return meta
+
+
 def _save_best(model: Any, path: Path, training: dict[str, Any], scores: dict[str, Any]) -> str:
     return save_weights(
         model.state_dict(),
@@ -216,16 +242,8 @@ def train_nowcaster(
     opt = torch.optim.Adam(model.parameters(), lr=run.lr)
     rng = torch.Generator().manual_seed(run.seed + 1)
     sampler.rng = np.random.default_rng(run.seed)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {}
-    step, cpu = 0, 0.0
-    if (out / CHECKPOINT).exists():
-        tensors, meta = _load_checkpoint(out / CHECKPOINT)
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        _load_optimiser(opt, {k: v for k, v in tensors.items() if k.startswith("adam.")}, "adam")
-        rng.set_state(tensors["rng.torch"])
-        sampler.rng.bit_generator.state = meta["sampler_rng"]
-        step, cpu, history, best = meta["step"], meta["cpu_time"], meta["history"], meta["best"]
+    state = resume(out, model, opt, rng, sampler)
+    step, cpu, history, best = state["step"], state["cpu_time"], state["history"], state["best"]
     training = {
         **asdict(run),
         "loss": "MSE of rain rate in mm/h over observed target pixels, all lead times",
