@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from xnowcast.training.gan_cli import EVENTS
 
     p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--data-root", required=True, help="folder holding radar/ (the shared data)")
+    p.add_argument("--data-root", default=None, help="folder holding radar/ (the shared data)")
     p.add_argument("--out", required=True, help="run folder: one sub-folder per model")
     p.add_argument("--models", nargs="+", default=["convlstm", "unet"])
     p.add_argument("--config", default="small")
@@ -356,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         return 0
+    if a.data_root is None:
+        p.error("--data-root is required to train")
     root = Path(a.data_root)
     holdout = "rmi-20210704"
     train = {n: open_radar(root / EVENTS[n]) for n in EVENTS if n != holdout}
