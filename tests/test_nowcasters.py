@@ -152,7 +152,7 @@ def test_advect_per_lead_moves_each_field_its_own_number_of_steps() -> None:
 
 def test_training_resumes_bit_for_bit(tmp_path: Path) -> None:
     from xnowcast.testing import moving_storm
-    from xnowcast.training.nowcasters import NowcastRun, build_samplers, train_nowcaster
+    from xnowcast.training.nowcasters import NowcastRun, build_samplers, export, train_nowcaster
     from xnowcast.weights import load_state_dict
 
     train = {"storm": moving_storm(frames=14, shape=(48, 48), velocity=(1.0, 1.5), seed=1)}
@@ -175,3 +175,12 @@ def test_training_resumes_bit_for_bit(tmp_path: Path) -> None:
     assert meta["training"]["model"] == "unet" and meta["scores"]["mse_baseline"] > 0
     losses = [h["loss"] for h in straight["history"] if "loss" in h]
     assert len(losses) == 4 and len(set(losses)) == 4  # it trained on different crops
+    for last in (False, True):  # the kept and the last model, with the run's record
+        path = tmp_path / f"unet-{last}.safetensors"
+        export(tmp_path / "straight", path, last=last)
+        fc = xnowcast.open_dataset("sample").precipitation.isel(y=slice(0, 32), x=slice(0, 32))
+        out = fc.nowcast.predict(model="unet", steps=2, weights=path, progress=False)
+        assert out.attrs["xnowcast_weights"] == path.name
+        training = load_state_dict(path)[1]["training"]
+        assert training["steps_trained"] == 4 and len(training["curve"]) == 3
+        assert training["selected_step"] == (4 if last else straight["best"]["step"])

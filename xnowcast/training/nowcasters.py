@@ -303,12 +303,23 @@ def _curve(val: Mapping[str, Any]) -> dict[str, Any]:
     return {k: val[k] for k in ("mse_model", "mse_baseline", "mse_ratio", "volume_ratio")}
 
 
-def export(run_dir: str | os.PathLike[str], path: str | os.PathLike[str]) -> str:
-    """Write the kept model of ``run_dir`` to ``path`` with the run's final curve; the sha256."""
+def export(
+    run_dir: str | os.PathLike[str], path: str | os.PathLike[str], *, last: bool = False
+) -> str:
+    """Write the kept model of ``run_dir`` to ``path`` with the run's final curve; the sha256.
+
+    ``last=True`` writes the model of the last checkpoint instead (e.g. to measure
+    how much choosing the kept model on the held-out event flatters it).
+    """
     run = Path(run_dir)
     state, meta = load_state_dict(run / BEST)
-    _, ckpt = _load_checkpoint(run / CHECKPOINT)
+    tensors, ckpt = _load_checkpoint(run / CHECKPOINT)
+    if last:
+        state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        final = [h for h in ckpt["history"] if "val" in h][-1]
+        meta = {**meta, "scores": final["val"]}
     training = dict(meta["training"])
+    training["selected_step"] = int(ckpt["step"]) if last else training["selected_step"]
     training["steps_trained"] = int(ckpt["step"])
     training["cpu_time_trained_s"] = round(float(ckpt["cpu_time"]), 1)
     training["curve"] = [
@@ -345,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--last", action="store_true", help="--export the last, not the kept model")
     p.add_argument("--export", nargs="+", default=None, metavar="WEIGHTS",
                    help="write each model's kept weights to these files and exit")  # fmt: skip
     a = p.parse_args(argv)
@@ -352,7 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, path in zip(a.models, a.export, strict=True):
             print(
                 json.dumps(
-                    {"model": name, "weights": path, "sha256": export(Path(a.out) / name, path)}
+                    {
+                        "model": name,
+                        "weights": path,
+                        "sha256": export(Path(a.out) / name, path, last=a.last),
+                    }
                 )
             )
         return 0
