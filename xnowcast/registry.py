@@ -442,7 +442,12 @@ _DEEP_NOWCASTERS: tuple[tuple[str, str, str, str, str, dict[str, WeightsFile]], 
         "xnowcast.models.convlstm:build_convlstm",
         "ConvLSTM encoder-forecaster forecasting growth and decay over extrapolation.",
         "Shi et al. (2015), NeurIPS 28",
-        {},
+        {
+            "small": WeightsFile(
+                "convlstm-small.safetensors",
+                "f299a1299a169626186faa36a9cc78ed7b226db4fc0de3af224fbaa6110ca563",
+            )
+        },
     ),
     (
         "unet",
@@ -451,7 +456,12 @@ _DEEP_NOWCASTERS: tuple[tuple[str, str, str, str, str, dict[str, WeightsFile]], 
         "U-Net from the input frames to every lead time, forecasting growth and decay over "
         "extrapolation.",
         "Ronneberger et al. (2015); Ayzel et al. (2020), Geosci. Model Dev. 13 (RainNet)",
-        {},
+        {
+            "small": WeightsFile(
+                "unet-nowcast-small.safetensors",
+                "43f4e62b4b63950621a585c3f3be502b802cf5d4cf662ba0475232b5823f6ced",
+            )
+        },
     ),
 )
 for _name, _key, _builder, _summary, _reference, _weights in _DEEP_NOWCASTERS:
