@@ -175,9 +175,17 @@ def test_training_resumes_bit_for_bit(tmp_path: Path) -> None:
     assert meta["training"]["model"] == "unet" and meta["scores"]["mse_baseline"] > 0
     losses = [h["loss"] for h in straight["history"] if "loss" in h]
     assert len(losses) == 4 and len(set(losses)) == 4  # it trained on different crops
+    from xnowcast.cli import main as cli
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (tmp_path / "straight").rename(run_dir / "unet")  # the layout of the command line's runs
+    exported = tmp_path / "cli.safetensors"
+    assert cli(["train", "unet-nowcast", "--out", str(run_dir), "--export", str(exported)]) == 0
+    assert load_state_dict(exported)[1]["training"]["model"] == "unet"
     for last in (False, True):  # the kept and the last model, with the run's record
         path = tmp_path / f"unet-{last}.safetensors"
-        export(tmp_path / "straight", path, last=last)
+        export(run_dir / "unet", path, last=last)
         fc = xnowcast.open_dataset("sample").precipitation.isel(y=slice(0, 32), x=slice(0, 32))
         out = fc.nowcast.predict(model="unet", steps=2, weights=path, progress=False)
         assert out.attrs["xnowcast_weights"] == path.name

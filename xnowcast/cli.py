@@ -144,11 +144,19 @@ def _cmd_models(args: argparse.Namespace) -> None:
         print(f"{spec.name:<14} {spec.task:<9} weights: {weights:<24} {spec.summary}")
 
 
+#: ``xnowcast train`` names of the deterministic nowcasters (``unet`` is the downscaler there).
+NOWCASTERS = {"convlstm": "convlstm", "unet-nowcast": "unet"}
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     if args.model == "dgmr":
         from xnowcast.training.gan_cli import main as train_main
 
         code = train_main(args.options)
+    elif args.model in NOWCASTERS:
+        from xnowcast.training.nowcasters import main as train_main
+
+        code = train_main(["--models", NOWCASTERS[args.model], *args.options])
     else:
         from xnowcast.training.supervised import main as train_main
 
@@ -262,10 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
         """
         xnowcast train dgmr --data-root /path/to/data --out weights/ --time-budget 1800
         xnowcast train zsm --data-root /path/to/data --out weights/zsm.safetensors --steps 2000
+        xnowcast train convlstm --data-root /path/to/data --out runs/ --cpu-budget 600
         xnowcast train dgmr --help     (every option of the GAN trainer)
     """,
     )
-    p.add_argument("model", choices=["dgmr", "zsm", "fczsm", "unet", "unet3d"])
+    p.add_argument("model", choices=["dgmr", "zsm", "fczsm", "unet", "unet3d", *NOWCASTERS])
     p.add_argument("options", nargs=argparse.REMAINDER, help="options passed to the trainer")
     p.set_defaults(func=_cmd_train)
 
