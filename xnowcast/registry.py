@@ -445,7 +445,7 @@ _DEEP_NOWCASTERS: tuple[tuple[str, str, str, str, str, dict[str, WeightsFile]], 
         {
             "small": WeightsFile(
                 "convlstm-small.safetensors",
-                "f299a1299a169626186faa36a9cc78ed7b226db4fc0de3af224fbaa6110ca563",
+                "aefdb9913b053b193c4c4698770c931cad5e24ef51859df949950b883f5136b8",
             )
         },
     ),
@@ -459,7 +459,7 @@ _DEEP_NOWCASTERS: tuple[tuple[str, str, str, str, str, dict[str, WeightsFile]], 
         {
             "small": WeightsFile(
                 "unet-nowcast-small.safetensors",
-                "43f4e62b4b63950621a585c3f3be502b802cf5d4cf662ba0475232b5823f6ced",
+                "67a5a2cfe7d5c49cb39a6dcdf1ae01969dfbd911e9dd0d40b69b107a8b6adeb4",
             )
         },
     ),

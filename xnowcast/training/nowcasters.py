@@ -320,7 +320,9 @@ def export(
         meta = {**meta, "scores": final["val"]}
     training = dict(meta["training"])
     training["selected_step"] = int(ckpt["step"]) if last else training["selected_step"]
-    training["steps_trained"] = int(ckpt["step"])
+    training["max_steps"] = training.get("max_steps", training["steps"])
+    training["steps"] = training["steps_trained"] = int(ckpt["step"])
+    training["parameters"] = sum(int(v.numel()) for v in state.values())
     training["cpu_time_trained_s"] = round(float(ckpt["cpu_time"]), 1)
     training["curve"] = [
         {"step": h["step"], **_curve(h["val"])} for h in ckpt["history"] if "val" in h
