@@ -86,13 +86,18 @@ def test_orientation_is_restored_on_dask_input(radar: xr.DataArray, model: str) 
     assert_flipped(lazy.compute(), reference(model, radar), dims)
 
 
-@pytest.mark.parametrize("model", ["dgmr", "unet", "fczsm"])
-def test_tiled_domains_keep_the_orientation_rule(radar: xr.DataArray, model: str) -> None:
+@pytest.mark.parametrize(
+    ("task", "model"),
+    [("nowcast", "dgmr"), ("nowcast", "convlstm"), ("downscale", "unet"), ("downscale", "fczsm")],
+)
+def test_tiled_domains_keep_the_orientation_rule(
+    radar: xr.DataArray, task: str, model: str
+) -> None:
     """Domains above ``tile_size`` are tiled on the canonical grid: flipping still commutes."""
     with xnowcast.set_options(tile_size=32, tile_overlap=8):
-        tiled = run(model, radar)
+        tiled = run(model, radar, task)
         for dims in FLIPS.values():
-            assert_flipped(run(model, flip(radar, dims)), tiled, dims)
+            assert_flipped(run(model, flip(radar, dims), task), tiled, dims)
 
 
 def _static_fields(fine: xr.DataArray) -> list[xr.DataArray]:

@@ -201,7 +201,10 @@ def test_a_users_weights_file_is_hashed_once_and_named_in_the_output(
     assert fine.attrs["xnowcast_weights"] == unet_weights.name
     assert fine.attrs["xnowcast_weights_sha256"] == real(unet_weights.read_bytes()).hexdigest()
     # the config stored with the weights says what the runtime feeds the model
-    assert registry.resolve_model("unet", weights=unet_weights).interface["window"] == 4
+    assert (
+        registry.resolve_model("unet", task="downscale", weights=unet_weights).interface["window"]
+        == 4
+    )
 
 
 def test_scores_name_the_forecasts_model_and_weights_after_a_file_roundtrip(

@@ -229,11 +229,17 @@ def test_bad_requests_are_clear_errors(events_zarr: Path, tmp_path: Path) -> Non
         xnowcast.train(resume=tmp_path, max_steps=2)
     from xnowcast.cli import main
 
-    assert main(["train", "unet", "--data", str(events_zarr), "--out", str(tmp_path)]) == 2
+    assert (
+        main(["train", "downscale/unet", "--data", str(events_zarr), "--out", str(tmp_path)]) == 2
+    )
     if not torch.cuda.is_available():
         with pytest.raises(TrainingError, match="gpu"):
             xnowcast.train(
-                "unet", data=str(events_zarr), out=tmp_path, max_steps=1, accelerator="gpu"
+                "downscale/unet",
+                data=str(events_zarr),
+                out=tmp_path,
+                max_steps=1,
+                accelerator="gpu",
             )
 
 
@@ -251,11 +257,11 @@ def test_import_xnowcast_imports_neither_torch_nor_lightning() -> None:
 
 def test_run_json_records_the_options_and_max_time_stops(events_zarr: Path, tmp_path: Path) -> None:
     xnowcast.train(
-        "unet", data=str(events_zarr), out=tmp_path, config="tiny", max_time="00:00:02",
+        "downscale/unet", data=str(events_zarr), out=tmp_path, config="tiny", max_time="00:00:02",
         accelerator="cpu", progress=False, crop=64,
     )  # fmt: skip
     saved = json.loads((tmp_path / "run.json").read_text())
-    assert saved["options"]["model"] == "unet" and saved["recipe"]["crop"] == 64
+    assert saved["options"]["model"] == "downscale/unet" and saved["recipe"]["crop"] == 64
     training = read_metadata(tmp_path / "unet-tiny.safetensors")["training"]
     assert training["stopped_by"] == "max_time" and training["steps"] >= 1
     assert saved["training"]["steps"] == training["steps"]

@@ -18,7 +18,13 @@ from torch import Tensor
 
 from xnowcast.models.optical_flow import normalized_pixel_size
 
-__all__ = ["departure_points", "semi_lagrangian", "to_full_resolution", "trajectory_grid"]
+__all__ = [
+    "advect_per_lead",
+    "departure_points",
+    "semi_lagrangian",
+    "to_full_resolution",
+    "trajectory_grid",
+]
 
 
 def _corner_grid(
@@ -215,3 +221,39 @@ def semi_lagrangian(
             values = torch.cat([sample(weighted[:, c : c + 1]) for c in range(channels)], dim=2)
         outputs.append(values.div_(weight))
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+
+
+def advect_per_lead(
+    fields: Tensor, flow: Tensor, *, midpoint: bool = True, trajectory_scale: int = 4
+) -> Tensor:
+    """Advect a different field for every lead time: field ``k`` moves ``k + 1`` steps.
+
+    Used to carry quantities defined in the Lagrangian frame of the last observation
+    (e.g. a learned growth/decay per lead time) to where the rain will be.
+
+    Parameters
+    ----------
+    fields
+        ``(N, steps, C, H, W)``, finite.
+    flow
+        Motion ``(N, 2, h, w)`` in pixels of ``fields`` per time step (any grid covering
+        the domain), as for :func:`semi_lagrangian`.
+    midpoint, trajectory_scale
+        As for :func:`semi_lagrangian`.
+
+    Returns
+    -------
+    Tensor
+        ``(N, steps, C, H, W)``; 0 where a backward trajectory departs from outside the
+        domain.
+    """
+    n, steps, channels, height, width = fields.shape
+    pixel = normalized_pixel_size(height, width, fields.dtype, fields.device)
+    velocity = flow.to(fields.dtype) * pixel.view(1, 2, 1, 1)
+    start = trajectory_grid(height, width, trajectory_scale, fields.dtype, fields.device)
+    departures, _ = departure_points(velocity, steps, start, midpoint)
+    points = to_full_resolution(departures.flatten(0, 1), height, width)
+    moved = F.grid_sample(
+        fields.flatten(0, 1), points, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return moved.reshape(n, steps, channels, height, width)

@@ -119,7 +119,8 @@ def build_trainable(
     Parameters
     ----------
     name
-        A registered model with trainable parameters.
+        A registered model with trainable parameters; ``"TASK/NAME"`` (e.g.
+        ``"downscale/unet"``) for a name that both tasks use.
     config
         A config name of the model (``"tiny"`` for every trainable model) or a dict.
     factor, time_factor
@@ -132,7 +133,16 @@ def build_trainable(
     """
     from xnowcast.registry import get_spec
 
-    spec = get_spec(name)
+    task, _, bare = str(name).rpartition("/")  # "downscale/unet": a name both tasks use
+    try:
+        spec = get_spec(bare, task or None)
+    except ModelError as err:
+        if "several tasks" in str(err):
+            raise ModelError(
+                f"{bare!r} names models of several tasks: train 'nowcast/{bare}' or "
+                f"'downscale/{bare}'."
+            ) from None
+        raise
     config_name = config if isinstance(config, str) else "custom"
     if isinstance(config, str):
         config = CONFIG_ALIASES.get(spec.name, {}).get(config, config)
