@@ -16,18 +16,29 @@ observation and to both forecasts:
 * spread/skill at 60 min: ensemble spread ``sqrt(mean variance * (M+1)/M)``
   over the RMSE of the ensemble mean (1 is calibrated);
 * the rank histogram at 60 min (pixels where the observation or a member has
-  rain, ties broken at random) summarised as the excess of its two outer bins
-  (``U``: > 1 is under-dispersed, a U; < 1 a hump) and its flatness (largest /
-  smallest bin);
+  rain, ties broken at random) summarised by its outer bins over their expected
+  frequency (``low``, ``high``; their mean ``U``: 1 flat, > 1 a U, i.e.
+  under-dispersed, < 1 a hump) and its flatness (largest / smallest bin); the
+  summary prints ``|U - 1|`` of xnowcast minus pysteps' (> 0: more U or hump);
 * power-spectrum ratio forecast / observation at 60 min in three wavelength
   bands (member average);
 * seconds per 8-member forecast (wall clock, median over init times; xnowcast
   includes its motion estimate, pysteps gets the motion for free).
 
+With ``--seeds N`` every event is run with the N seeds ``seed + 1000 i`` (init
+``k`` of seed ``s`` uses ``s + k`` in both systems, so the seeds share no draws),
+and a summary gives the CRPS ratio of the seed means with the range of the
+per-seed ratios: the motion perturbation of a member is two Laplace draws, so a
+forecast's CRPS at 90 min moves by 5-20 % from seed to seed.
+``--common-motion-draws`` is a control run that removes that sampling difference
+between the systems: xnowcast's members get the draws pysteps makes for the
+same seed (everything else stays xnowcast's own).
+
 Usage::
 
     python benchmarks/steps_vs_pysteps.py [DATA] [--events rmi-20210704 mch-20150515 ...]
         [--inits 4] [--members 8] [--size 384] [--threads 2] [--speed-sizes 256 384]
+        [--seed 0] [--seeds 1] [--common-motion-draws]
 
 ``DATA`` holds ``radar/`` (default ``$XNOWCAST_TEST_DATA`` or ``../shared/data``).
 pysteps is needed only here.
@@ -62,7 +73,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--speed-sizes", nargs="*", type=int, default=[256], help="extra crop sides timed only"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="seeds per event: seed + 1000 i, i < seeds"
+    )
+    parser.add_argument(
+        "--common-motion-draws",
+        action="store_true",
+        help="control run: xnowcast's members get the motion-perturbation draws pysteps makes",
+    )
     parser.add_argument("--device", default="cpu", help="torch device for xnowcast")
     return parser.parse_args(argv)
 
@@ -83,10 +102,12 @@ from extrapolation_vs_pysteps import load_event  # noqa: E402
 import xnowcast  # noqa: E402
 from xnowcast.metrics.spectral import rapsd, rapsd_wavenumbers  # noqa: E402
 from xnowcast.models.steps import build_steps  # noqa: E402
+from xnowcast.models.steps import nowcaster as steps_nowcaster  # noqa: E402
 
 LEADS = (6, 12, 18)  # 30, 60, 90 min
 SCALES = (1, 4, 16)  # km (1 km grids)
 BANDS = ((2.0, 8.0), (8.0, 32.0), (32.0, 128.0))  # wavelength bands, km
+SEED_STRIDE = 1000  # seed s runs init k with s + k: seeds this far apart share no draws
 
 
 def crop_window(frames: np.ndarray, size: int) -> tuple[slice, slice]:
@@ -102,6 +123,34 @@ def crop_window(frames: np.ndarray, size: int) -> tuple[slice, slice]:
     return slice(where[0], where[0] + size), slice(where[1], where[1] + size)
 
 
+def pysteps_motion_draws(members: int, seed: int) -> np.ndarray:
+    """The two Laplace draws per member that pysteps' STEPS makes for ``seed``.
+
+    pysteps seeds one random state per member in a chain (precipitation noise, then
+    motion, each seeding the next) and draws the parallel and perpendicular factor of
+    the motion perturbation from the motion state after it has drawn the next seed.
+    """
+    draws = []
+    for _ in range(members):
+        noise_state = np.random.RandomState(seed)
+        seed = noise_state.randint(0, high=int(1e9))
+        motion_state = np.random.RandomState(seed)
+        seed = motion_state.randint(0, high=int(1e9))
+        draws.append([motion_state.laplace(scale=1.0 / np.sqrt(2)) for _ in range(2)])
+    return np.asarray(draws)
+
+
+class _CommonDraws(steps_nowcaster.MotionPerturbation):
+    """Motion perturbations with pysteps' draws (``--common-motion-draws`` control)."""
+
+    seed = 0
+
+    def __init__(self, flow, members, *args, **kwargs) -> None:
+        super().__init__(flow, members, *args, **kwargs)
+        draws = pysteps_motion_draws(members, _CommonDraws.seed)
+        self.draws = torch.as_tensor(draws, dtype=self.draws.dtype, device=self.draws.device)
+
+
 def xnowcast_forecast(model, frames: np.ndarray, members: int, seed: int, device: str):
     """``(members, steps, H, W)`` mm/h and wall seconds; also the motion (pixels/step)."""
     valid = np.isfinite(frames)
@@ -109,6 +158,7 @@ def xnowcast_forecast(model, frames: np.ndarray, members: int, seed: int, device
     mask = torch.from_numpy(valid)[None, :, None]
     x, mask = x.expand(members, -1, -1, -1, -1).to(device), mask.expand(members, -1, -1, -1, -1)
     generator = torch.Generator(device=device).manual_seed(seed)
+    _CommonDraws.seed = seed
     start = time.perf_counter()
     with torch.inference_mode():
         out = model(x, ARGS.steps, valid=mask.to(device), generator=generator)
@@ -227,7 +277,48 @@ def band_power_ratio(ens: np.ndarray, obs: np.ndarray) -> list[float]:
     return out
 
 
-def run_event(data: Path, name: str, model) -> dict:
+def rank_shape(hist: np.ndarray) -> dict[str, float]:
+    """Shape of a rank histogram of ``M + 1`` bins, each bin over its expected ``1 / (M + 1)``.
+
+    ``low``/``high``: the outer bins (observation below / above every member); ``U``:
+    their mean (1 flat, > 1 a U: under-dispersed, < 1 a hump: over-dispersed);
+    ``flat``: largest over smallest bin.
+    """
+    bins = hist.size
+    return {
+        "low": float(hist[0] * bins),
+        "high": float(hist[-1] * bins),
+        "U": float((hist[0] + hist[-1]) * bins / 2),
+        "flat": float(hist.max() / max(hist.min(), 1e-9)),
+    }
+
+
+def score_system(values, observed, known, obs_da, times, inits, rng, seconds) -> dict:
+    """Scores of one system's forecasts ``(N, members, steps, H, W)`` (see the module doc)."""
+    values = np.where(known[:, None], values, np.nan)
+    obs_masked = obs_da.copy()
+    per_init = []
+    for n, init in enumerate(inits):  # one init at a time: xskillscore's CRPS copies a lot
+        obs_masked[init + 1 : init + 1 + ARGS.steps] = observed[n]
+        fc_da = as_forecast(values[n : n + 1][:, :, [k - 1 for k in LEADS]], times[[init]], LEADS)
+        scores = xnowcast.verify(fc_da, obs_masked, metrics=["crps"], scales=list(SCALES))
+        per_init.append(scores.crps)
+    crps = xr.concat(per_init, dim="init").mean("init")
+    at60 = values[:, :, LEADS[1] - 1]  # (N, members, H, W)
+    obs60 = observed[:, LEADS[1] - 1]
+    hist = rank_histogram(at60, obs60, rng)
+    return {
+        "crps": crps.transpose("scale", "lead_time").values,
+        "spread_skill": spread_skill(at60, obs60),
+        "rank": hist,
+        **rank_shape(hist),
+        "power": band_power_ratio(at60, obs60),
+        "seconds": float(np.median(seconds)),
+    }
+
+
+def run_event(data: Path, name: str, model, seed: int) -> dict:
+    """Both systems on ``ARGS.inits`` init times of event ``name``; init ``k`` uses ``seed + k``."""
     frames_all = load_event(data, name).astype(np.float32)
     ys, xs = crop_window(frames_all, ARGS.size)
     frames = frames_all[:, ys, xs]
@@ -238,14 +329,14 @@ def run_event(data: Path, name: str, model) -> dict:
     ours, theirs, seconds = [], [], {"xnowcast": [], "pysteps": []}
     for k, init in enumerate(inits):
         window = frames[init - 2 : init + 1]
-        fc, sec, flow = xnowcast_forecast(model, window, members, ARGS.seed + k, ARGS.device)
+        fc, sec, flow = xnowcast_forecast(model, window, members, seed + k, ARGS.device)
         ours.append(fc)
         seconds["xnowcast"].append(sec)
-        fc, sec = pysteps_forecast(window, flow, members, ARGS.seed + k)
+        fc, sec = pysteps_forecast(window, flow, members, seed + k)
         theirs.append(fc)
         seconds["pysteps"].append(sec)
         print(
-            f"  {name} init {init}: xnowcast {seconds['xnowcast'][-1]:.1f} s, "
+            f"  {name} seed {seed} init {init}: xnowcast {seconds['xnowcast'][-1]:.1f} s, "
             f"pysteps {seconds['pysteps'][-1]:.1f} s",
             flush=True,
         )
@@ -255,31 +346,11 @@ def run_event(data: Path, name: str, model) -> dict:
     observed = np.where(known, observed, np.nan)
     obs_da = as_observations(frames, times)
     rng = np.random.default_rng(0)
-    result = {"event": name, "grid": f"{ARGS.size}^2 of {'x'.join(map(str, frames_all.shape[1:]))}"}
+    result = {"event": name, "seed": seed}
     for system, values in (("xnowcast", ours), ("pysteps", theirs)):
-        values = np.where(known[:, None], values, np.nan)
-        obs_masked = obs_da.copy()
-        per_init = []
-        for n, init in enumerate(inits):  # one init at a time: xskillscore's CRPS copies a lot
-            obs_masked[init + 1 : init + 1 + steps] = observed[n]
-            fc_da = as_forecast(
-                values[n : n + 1][:, :, [k - 1 for k in LEADS]], times[[init]], LEADS
-            )
-            scores = xnowcast.verify(fc_da, obs_masked, metrics=["crps"], scales=list(SCALES))
-            per_init.append(scores.crps)
-        crps = xr.concat(per_init, dim="init").mean("init")
-        at60 = values[:, :, LEADS[1] - 1]  # (N, members, H, W)
-        obs60 = observed[:, LEADS[1] - 1]
-        hist = rank_histogram(at60, obs60, rng)
-        result[system] = {
-            "crps": crps.transpose("scale", "lead_time").values,
-            "spread_skill": spread_skill(at60, obs60),
-            "rank": hist,
-            "U": float((hist[0] + hist[-1]) * (members + 1) / 2),
-            "flat": float(hist.max() / max(hist.min(), 1e-9)),
-            "power": band_power_ratio(at60, obs60),
-            "seconds": float(np.median(seconds[system])),
-        }
+        result[system] = score_system(
+            values, observed, known, obs_da, times, inits, rng, seconds[system]
+        )
     return result
 
 
@@ -296,22 +367,11 @@ def speed_rows(data: Path, model) -> list[tuple[int, float, float]]:
     return rows
 
 
-def main() -> None:
-    torch.set_num_threads(ARGS.threads)
-    with contextlib.redirect_stdout(io.StringIO()):
-        import pysteps  # noqa: F401  (prints its configuration banner on import)
-    data = Path(ARGS.data).resolve()
-    model = build_steps("default").to(ARGS.device)
-    print(
-        f"{ARGS.members} members, {ARGS.steps} x 5 min, {ARGS.inits} init times per event, "
-        f"{ARGS.threads} CPU threads, device {ARGS.device}, load average at start "
-        f"{os.getloadavg()[0]:.1f}; torch {torch.__version__}, pysteps {importlib.metadata.version('pysteps')}"
-    )
-    xnowcast_forecast(model, np.zeros((3, 64, 64), np.float32) + 1.0, 2, 0, ARGS.device)  # warm-up
-    results = [run_event(data, name, model) for name in ARGS.events]
+def print_rows(results: list[dict]) -> None:
+    """One table row per event, seed and system, and the CRPS ratio row."""
     head = (
-        f"{'event':<14} {'system':<9} | CRPS 30/60/90 min: {'1 km':^17} {'4 km':^17} "
-        f"{'16 km':^17} | spr/skl | rank U  flat | power 2-8/8-32/32-128 km | s/fc"
+        f"{'event':<14} {'seed':>4} {'system':<9} | CRPS 30/60/90 min: {'1 km':^17} "
+        f"{'4 km':^17} {'16 km':^17} | spr/skl | rank U  flat | power 2-8/8-32/32-128 km | s/fc"
     )
     print(head)
     print("-" * len(head))
@@ -321,19 +381,102 @@ def main() -> None:
             crps = " ".join(" ".join(f"{v:5.3f}" for v in scale) for scale in r["crps"])
             power = "/".join(f"{v:.2f}" for v in r["power"])
             print(
-                f"{row['event']:<14} {system:<9} | {crps} | {r['spread_skill']:7.2f} | "
-                f"{r['U']:6.2f} {r['flat']:4.1f} | {power:^24} | {r['seconds']:5.1f}"
+                f"{row['event']:<14} {row['seed']:>4} {system:<9} | {crps} | "
+                f"{r['spread_skill']:7.2f} | {r['U']:6.2f} {r['flat']:4.1f} | {power:^24} | "
+                f"{r['seconds']:5.1f}"
             )
         ratio = row["xnowcast"]["crps"] / row["pysteps"]["crps"]
         print(
-            f"{'':<14} {'ratio':<9} | "
+            f"{'':<14} {'':>4} {'ratio':<9} | "
             + " ".join(" ".join(f"{v:5.3f}" for v in scale) for scale in ratio)
             + f" | speed-up {row['pysteps']['seconds'] / row['xnowcast']['seconds']:.1f}x"
         )
-    for row in results:
+
+
+def print_summary(results: list[dict]) -> None:
+    """Per event over the seeds: CRPS ratio of the seed means, per-seed range, rank shape."""
+    print(
+        "\nover the seeds, per event: CRPS ratio xnowcast / pysteps of the seed-mean CRPS "
+        "[lowest-highest per-seed ratio], 30/60/90 min"
+    )
+    for event in dict.fromkeys(row["event"] for row in results):
+        rows = [row for row in results if row["event"] == event]
+        ours = np.stack([row["xnowcast"]["crps"] for row in rows])  # (seeds, scale, lead)
+        theirs = np.stack([row["pysteps"]["crps"] for row in rows])
+        per_seed = ours / theirs
+        mean_ratio = ours.mean(0) / theirs.mean(0)
+        cells = []
+        for s, scale in enumerate(SCALES):
+            values = "/".join(f"{v:.3f}" for v in mean_ratio[s])
+            ranges = "/".join(
+                f"{lo:.3f}-{hi:.3f}"
+                for lo, hi in zip(per_seed[:, s].min(0), per_seed[:, s].max(0), strict=True)
+            )
+            cells.append(f"{scale:>2} km {values} [{ranges}]")
+        print(f"  {event:<14} {len(rows)} seeds: " + "; ".join(cells))
+    print(
+        "\nrank histogram at 60 min, bins over expected (1 = flat): outer bins low/high, "
+        "U = their mean (> 1 a U, < 1 a hump), |U - 1| of xnowcast minus pysteps' "
+        "(> 0: more U or hump than pysteps), mean [range] over the seeds"
+    )
+    for event in dict.fromkeys(row["event"] for row in results):
+        rows = [row for row in results if row["event"] == event]
+        parts = []
         for system in ("xnowcast", "pysteps"):
-            hist = " ".join(f"{v:.3f}" for v in row[system]["rank"])
-            print(f"rank histogram 60 min {row['event']:<14} {system:<9}: {hist}")
+            low = np.mean([row[system]["low"] for row in rows])
+            high = np.mean([row[system]["high"] for row in rows])
+            u = [row[system]["U"] for row in rows]
+            parts.append(
+                f"{system} low {low:.2f} high {high:.2f} U {np.mean(u):.2f} "
+                f"[{min(u):.2f}-{max(u):.2f}]"
+            )
+        excess = [abs(row["xnowcast"]["U"] - 1) - abs(row["pysteps"]["U"] - 1) for row in rows]
+        parts.append(f"excess {np.mean(excess):+.3f} [{min(excess):+.3f}..{max(excess):+.3f}]")
+        print(f"  {event:<14} " + "; ".join(parts))
+        for system in ("xnowcast", "pysteps"):
+            hist = np.mean([row[system]["rank"] for row in rows], axis=0)
+            print(f"    {system:<9} " + " ".join(f"{v:.3f}" for v in hist))
+    ss = {
+        system: [row[system]["spread_skill"] for row in results]
+        for system in ("xnowcast", "pysteps")
+    }
+    print(
+        f"\nspread/skill at 60 min over all events and seeds: xnowcast "
+        f"{min(ss['xnowcast']):.2f}-{max(ss['xnowcast']):.2f}, pysteps "
+        f"{min(ss['pysteps']):.2f}-{max(ss['pysteps']):.2f}"
+    )
+    ours = [row["xnowcast"]["seconds"] for row in results]
+    theirs = [row["pysteps"]["seconds"] for row in results]
+    print(
+        f"speed-up at {ARGS.size}x{ARGS.size} (median s per forecast per event and seed): "
+        f"{min(t / o for o, t in zip(ours, theirs, strict=True)):.1f}-"
+        f"{max(t / o for o, t in zip(ours, theirs, strict=True)):.1f}x"
+    )
+
+
+def main() -> None:
+    torch.set_num_threads(ARGS.threads)
+    with contextlib.redirect_stdout(io.StringIO()):
+        import pysteps  # noqa: F401  (prints its configuration banner on import)
+    data = Path(ARGS.data).resolve()
+    model = build_steps("default").to(ARGS.device)
+    if ARGS.common_motion_draws:  # a control run, not xnowcast's own ensemble
+        steps_nowcaster.MotionPerturbation = _CommonDraws
+    print(
+        f"{ARGS.members} members, {ARGS.steps} x 5 min, {ARGS.inits} init times per event, "
+        f"seeds {ARGS.seed} + {SEED_STRIDE} x 0..{ARGS.seeds - 1}, {ARGS.threads} CPU threads, "
+        f"device {ARGS.device}, common motion draws {ARGS.common_motion_draws}, load average "
+        f"at start {os.getloadavg()[0]:.1f}; torch {torch.__version__}, pysteps "
+        f"{importlib.metadata.version('pysteps')}"
+    )
+    xnowcast_forecast(model, np.zeros((3, 64, 64), np.float32) + 1.0, 2, 0, ARGS.device)  # warm-up
+    results = [
+        run_event(data, name, model, seed)
+        for name in ARGS.events
+        for seed in range(ARGS.seed, ARGS.seed + SEED_STRIDE * ARGS.seeds, SEED_STRIDE)
+    ]
+    print_rows(results)
+    print_summary(results)
     for size, ours, theirs in speed_rows(data, model):
         print(
             f"speed {size}x{size}, {ARGS.members} members, {ARGS.steps} steps: xnowcast "

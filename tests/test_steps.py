@@ -19,7 +19,7 @@ from xnowcast.models.steps.autoregression import (  # noqa: E402
     ar2_step,
 )
 from xnowcast.models.steps.cascade import BandpassCascade, spectral_mean_std  # noqa: E402
-from xnowcast.models.steps.noise import noise_filter  # noqa: E402
+from xnowcast.models.steps.noise import MotionPerturbation, noise_filter  # noqa: E402
 from xnowcast.models.steps.nowcaster import to_db  # noqa: E402
 from xnowcast.models.steps.probability_matching import (  # noqa: E402
     cdf_match,
@@ -125,6 +125,34 @@ def test_a_long_ar2_run_has_the_variance_and_correlations_of_its_parameters():
     for lag in (1, 2):
         empirical = (x[lag:] * x[:-lag]).mean(dim=(0, 1)) / x.var(dim=(0, 1))
         torch.testing.assert_close(empirical, rho[:, lag], atol=0.01, rtol=0)
+
+
+def test_motion_perturbations_are_unit_laplace_draws_scaled_like_pysteps_bps():
+    # The draws: two per member, Laplace with unit variance (kurtosis 6), independent.
+    flow = torch.zeros((1, 2, 8, 8))
+    flow[:, 0], flow[:, 1] = 3.0, -4.0  # x, y pixels per step: speed 5
+    generator = torch.Generator().manual_seed(0)
+    draws = MotionPerturbation(flow, 40_000, generator, 1.0, 5.0).draws.double()
+    zeros, ones = torch.zeros(2, dtype=draws.dtype), torch.ones(2, dtype=draws.dtype)
+    assert torch.allclose(draws.mean(0), zeros, atol=0.02)
+    assert torch.allclose(draws.var(0), ones, atol=0.04)
+    kurtosis = (draws**4).mean(0) / draws.var(0) ** 2
+    assert torch.all((kurtosis > 5.3) & (kurtosis < 6.7)), kurtosis
+    assert abs(float(torch.corrcoef(draws.T)[0, 1])) < 0.02
+    # With the same draws, the perturbation at every lead is pysteps' BPS (km/h -> pixels
+    # per step from the grid spacing and the time step), along and across the motion.
+    motion = pytest.importorskip("pysteps.noise.motion")
+    spacing, minutes = 2.0, 10.0
+    velocity = torch.randn((1, 2, 8, 8), generator=generator, dtype=torch.float64)
+    ours = MotionPerturbation(velocity, 3, generator, spacing, minutes)
+    for member in range(3):
+        theirs = motion.initialize_bps(
+            velocity[0].numpy(), 1.0 / spacing, minutes, randstate=np.random.RandomState(member)
+        )
+        ours.draws[member] = torch.tensor([theirs["eps_par"], theirs["eps_perp"]])
+        for step in (1, 6, 18):
+            expected = motion.generate_bps(theirs, step * minutes)
+            np.testing.assert_allclose(ours(step)[member].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_probability_matching_and_mask_equal_pysteps():
