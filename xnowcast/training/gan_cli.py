@@ -46,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--grid-weight-mode", default="plus_one", choices=["clip", "plus_one", "none"])
     p.add_argument("--init-weights", default=None, help="start from these generator weights")
     p.add_argument("--no-augment", action="store_true", help="no dihedral augmentation")
+    p.add_argument(
+        "--no-inflow-mask",
+        action="store_true",
+        help="also score the pixels whose extrapolation trajectory leaves the crop",
+    )
     p.add_argument("--lr-generator", type=float, default=5e-5)
     p.add_argument("--lr-discriminator", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=0)
@@ -109,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resume=a.resume,
         precision=a.precision,
         init_weights=a.init_weights,
+        inflow_mask=not a.no_inflow_mask,
         metadata={"held_out": a.val, "commit": commit, "data": "pysteps-data eaa59fb"},
     )
     print(

@@ -18,7 +18,7 @@ from xnowcast.training.losses import (
     hinge_generator_loss,
 )
 
-__all__ = ["dihedral", "gan_step"]
+__all__ = ["dihedral", "gan_step", "scored_targets"]
 
 
 def dihedral(batch: CropBatch, rng: torch.Generator | None = None) -> CropBatch:
@@ -49,6 +49,23 @@ def dihedral(batch: CropBatch, rng: torch.Generator | None = None) -> CropBatch:
     )
 
 
+def scored_targets(
+    generator: Generator, batch: CropBatch, lead_steps: int, inflow_mask: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The extrapolation, and the observed sequence and its mask as the losses see them.
+
+    Returns ``(base, targets, scored)``: the targets are zero where not
+    scored; ``scored`` is False where the target is missing and, with
+    ``inflow_mask``, where the extrapolation's trajectory leaves the crop (see
+    :func:`gan_step`).
+    """
+    y, valid = batch.targets[:, :lead_steps], batch.valid[:, :lead_steps]
+    base, reach = generator.extrapolate_reach(batch.inputs, lead_steps)
+    if inflow_mask:
+        valid = valid & reach
+    return base, y * valid.to(y.dtype), valid
+
+
 def gan_step(
     generator: Generator,
     discriminator: Discriminator,
@@ -63,6 +80,7 @@ def gan_step(
     disc_steps: int = 2,
     rng: torch.Generator | None = None,
     precision: str = "fp32",
+    inflow_mask: bool = True,
 ) -> dict[str, float]:
     """One DGMR training step: ``disc_steps`` discriminator updates, one generator update.
 
@@ -71,11 +89,21 @@ def gan_step(
     forward, and are scored by the discriminators in one call together with
     the observed sequence (the pseudocode scores each sample with the
     observation in its own call).  Returns the losses.
+
+    With ``inflow_mask`` (the default) the pixels whose extrapolation
+    trajectory leaves the crop (:meth:`Generator.extrapolate_reach`) count as
+    missing: they leave the grid-cell term and are zeroed in the observed and
+    generated sequences the discriminators see.  The rain there flowed into
+    the crop from outside the input frames; on 128-px crops it is 20 % of the
+    observed rain at 30 min and 57 % at 90 min.  Scored, it teaches the
+    generator to hedge with rain wherever the extrapolation is dry, more so at
+    long leads: the wet drift with lead time of the earlier weights on a
+    512-km domain, where most extrapolation-dry pixels are truly dry.
     """
     dev = batch.inputs.device
-    x, y, valid = batch.inputs, batch.targets[:, :lead_steps], batch.valid[:, :lead_steps]
+    x = batch.inputs
+    base, y, valid = scored_targets(generator, batch, lead_steps, inflow_mask)
     vmask = valid.to(y.dtype)
-    base = generator.extrapolate(x, lead_steps)
 
     def autocast() -> Any:
         return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -115,4 +143,5 @@ def gan_step(
         "g_hinge": g_hinge.item(),
         "grid": grid.item(),
         "g_loss": g_loss.item(),
+        "scored": vmask.mean().item(),
     }
