@@ -135,6 +135,24 @@ def test_grid_cell_regularizer_weights_and_mask() -> None:
     )
 
 
+def test_volume_regularizer_compares_mean_rates_per_lead() -> None:
+    target = torch.zeros(1, 2, 1, 4, 4)
+    target[..., :2, :] = 2.0  # mean rate 1 mm/h at both leads
+    # members that disagree on the pattern but whose mean has the observed volume cost nothing
+    assert losses.volume_regularizer(torch.stack([1.5 * target, 0.5 * target]), target) == 0.0
+    shifted = torch.roll(target, 2, dims=-2)  # rain moved: the volume is right
+    assert losses.volume_regularizer(shifted[None], target).item() == pytest.approx(0.0)
+    doubled = losses.volume_regularizer((2 * target)[None], target)
+    assert doubled.item() == pytest.approx(np.log(2.1 / 1.1))
+    halved = losses.volume_regularizer((0.5 * target)[None], target)
+    assert halved.item() == pytest.approx(np.log(1.1 / 0.6))
+    # only the valid pixels count: rain over missing pixels is neither too much nor too little
+    valid = torch.zeros_like(target, dtype=torch.bool)
+    valid[..., :2, :] = True
+    wet_where_missing = target + 5.0 * (~valid).float()
+    assert losses.volume_regularizer(wet_where_missing[None], target, valid).item() == 0.0
+
+
 def test_crps_of_an_ensemble() -> None:
     members = np.array([[1.0], [3.0]])
     obs = np.array([2.0])
@@ -221,7 +239,7 @@ def test_one_gan_step_updates_both_networks(shared_data: Path) -> None:
         grid_samples=2,
         rng=torch.Generator().manual_seed(0),
     )
-    assert set(out) == {"d_loss", "g_hinge", "grid", "g_loss", "scored"}
+    assert set(out) == {"d_loss", "g_hinge", "grid", "volume", "g_loss", "scored"}
     assert 0.3 < out["scored"] <= 1.0  # the share of target pixels the losses see
     assert all(np.isfinite(v) for v in out.values())
     assert out["g_loss"] == pytest.approx(out["g_hinge"] + 20 * out["grid"], rel=1e-5)

@@ -44,7 +44,12 @@ The recipe, and where it departs from the paper:
   leaves the crop are left out of every loss (see
   :func:`~xnowcast.training.gan_step.gan_step`): the rain there came from
   outside the crop, and scoring it taught earlier weights a wet drift with
-  lead time.
+  lead time;
+* **volume term** (not in the paper, ``volume_weight``, 0 by default):
+  :func:`~xnowcast.training.losses.volume_regularizer` ties the rain volume
+  of the samples' mean to the observed one at every lead time; the grid-cell
+  term's per-pixel (weighted) median is too dry (``"none"``) or too wet
+  (``"plus_one"``) in volume.
 
 Missing target pixels are left out of the regulariser and zeroed in the
 generated sequences the discriminators see, as they are in the observed ones.
@@ -173,6 +178,7 @@ def train_dgmr(
     precision: str = "fp32",
     init_weights: str | os.PathLike[str] | None = None,
     inflow_mask: bool = True,
+    volume_weight: float = 0.0,
 ) -> TrainResult:
     """Train DGMR on radar DataArrays; write checkpoints and the generator's weights.
 
@@ -241,6 +247,9 @@ def train_dgmr(
     inflow_mask
         Leave out of the losses the pixels whose extrapolation trajectory leaves
         the crop (:func:`~xnowcast.training.gan_step.gan_step`).
+    volume_weight
+        Weight of :func:`~xnowcast.training.losses.volume_regularizer` in the
+        generator loss (0: the paper's losses only).
 
     Returns
     -------
@@ -312,6 +321,7 @@ def train_dgmr(
         "val_crop": val_crop,
         "val_members": val_members,
         "inflow_mask": inflow_mask,
+        "volume_weight": volume_weight,
         "selection": SELECTION,
         "candidate_crops": len(sampler),
         "events": sorted(set(sampler.names)),
@@ -438,6 +448,7 @@ def train_dgmr(
             rng=rng,
             precision=precision,
             inflow_mask=inflow_mask,
+            volume_weight=volume_weight,
         )
         step += 1
         now = time.perf_counter()

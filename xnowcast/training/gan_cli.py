@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--grid-weight-mode", default="plus_one", choices=["clip", "plus_one", "none"])
     p.add_argument("--init-weights", default=None, help="start from these generator weights")
     p.add_argument("--no-augment", action="store_true", help="no dihedral augmentation")
+    p.add_argument("--volume-weight", type=float, default=0.0, help="weight of the volume term")
     p.add_argument(
         "--no-inflow-mask",
         action="store_true",
@@ -115,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         precision=a.precision,
         init_weights=a.init_weights,
         inflow_mask=not a.no_inflow_mask,
+        volume_weight=a.volume_weight,
         metadata={"held_out": a.val, "commit": commit, "data": "pysteps-data eaa59fb"},
     )
     print(

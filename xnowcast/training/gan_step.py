@@ -16,6 +16,7 @@ from xnowcast.training.losses import (
     grid_cell_regularizer,
     hinge_discriminator_loss,
     hinge_generator_loss,
+    volume_regularizer,
 )
 
 __all__ = ["dihedral", "gan_step", "scored_targets"]
@@ -81,6 +82,7 @@ def gan_step(
     rng: torch.Generator | None = None,
     precision: str = "fp32",
     inflow_mask: bool = True,
+    volume_weight: float = 0.0,
 ) -> dict[str, float]:
     """One DGMR training step: ``disc_steps`` discriminator updates, one generator update.
 
@@ -99,6 +101,10 @@ def gan_step(
     generator to hedge with rain wherever the extrapolation is dry, more so at
     long leads: the wet drift with lead time of the earlier weights on a
     512-km domain, where most extrapolation-dry pixels are truly dry.
+
+    ``volume_weight`` > 0 adds that many times
+    :func:`~xnowcast.training.losses.volume_regularizer` (over the scored
+    pixels) to the generator loss.
     """
     dev = batch.inputs.device
     x = batch.inputs
@@ -133,7 +139,10 @@ def gan_step(
     with autocast():
         scores = discriminator(torch.cat([x, xs]), torch.cat([y, fakes]), generator=rng)
     g_hinge = hinge_generator_loss(scores.float()[x.shape[0] :])
+    volume = volume_regularizer(samples, y, valid)
     g_loss = g_hinge + grid_weight * grid
+    if volume_weight:
+        g_loss = g_loss + volume_weight * volume
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     opt_g.step()
@@ -142,6 +151,7 @@ def gan_step(
         "d_loss": d_loss.item(),
         "g_hinge": g_hinge.item(),
         "grid": grid.item(),
+        "volume": volume.item(),
         "g_loss": g_loss.item(),
         "scored": vmask.mean().item(),
     }
