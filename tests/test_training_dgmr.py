@@ -343,6 +343,27 @@ def test_train_dgmr_checkpoints_resume_and_weights(tmp_path: Path) -> None:
     assert meta["training"]["selected_step"] == full_meta["best"]["step"]
     assert [c["step"] for c in meta["training"]["curve"]] == [0, 2]
     assert meta["scores"]["crps"] == pytest.approx(full_meta["best"]["crps"])
+    # resumed with another validation set: validated again where it resumed, the kept one
+    # chosen afresh, and the exported curve can start there
+    revalidated = gan.train_dgmr(
+        da,
+        steps=2,
+        out_dir=tmp_path / "reval",
+        resume=tmp_path / "full",
+        val_data=da,
+        **{**kwargs, "val_members": 3},
+    )
+    assert [h["step"] for h in revalidated.history if "val" in h] == [0, 2, 2]
+    assert revalidated.training["selected_step"] == 2
+    gan_checkpoint.export_best_weights(
+        tmp_path / "reval",
+        tmp_path / "since.safetensors",
+        curve_keys=gan.CURVE_KEYS,
+        curve_since=2,
+    )
+    _, meta = load_state_dict(tmp_path / "since.safetensors")
+    assert [c["step"] for c in meta["training"]["curve"]] == [2]
+    assert meta["training"]["curve"][0]["crps"] == revalidated.history[-1]["val"]["crps"]
     # a new run can start from a weights file (fine-tuning with another recipe)
     tuned = gan.train_dgmr(
         da, steps=0, out_dir=tmp_path / "tuned", init_weights=full.weights, **kwargs

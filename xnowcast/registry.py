@@ -328,7 +328,7 @@ register(
         weights={
             "small": WeightsFile(
                 "dgmr-small.safetensors",
-                "b4f90e7e030647e752c0197386afe974268fefcd9de84dccccb63d734ffc144f",
+                "6425eca0cf73489debffef76fec7fd57debe7fc2832406d399ae1b0d2136685b",
             )
         },
         default_weights="small",

@@ -70,12 +70,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="WEIGHTS",
         help="write the best validated generator of the run in --out to WEIGHTS, then exit",
     )
+    p.add_argument(
+        "--curve-since",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="with --export: keep the validation curve from this step on (the last validation "
+        "at it), e.g. where a run resumed with another validation set",
+    )
     a = p.parse_args(argv)
     if a.export:
         from xnowcast.training.gan import CURVE_KEYS
         from xnowcast.training.gan_checkpoint import export_best_weights
 
-        sha = export_best_weights(a.out, a.export, curve_keys=CURVE_KEYS)
+        sha = export_best_weights(a.out, a.export, curve_keys=CURVE_KEYS, curve_since=a.curve_since)
         print(json.dumps({"weights": a.export, "sha256": sha}))
         return 0
     if a.threads:
