@@ -328,7 +328,7 @@ register(
         weights={
             "small": WeightsFile(
                 "dgmr-small.safetensors",
-                "6425eca0cf73489debffef76fec7fd57debe7fc2832406d399ae1b0d2136685b",
+                "765b9a95ecd7fede6dc924e38de7aea923d1dc908cbddf9fa8ae74070e7e17de",
             )
         },
         default_weights="small",
