@@ -406,16 +406,39 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _provenance(training: dict) -> str:
-    """A sentence on the run the weights were fine-tuned from, if any."""
+    """Sentences on the recipe and on the run the weights were fine-tuned from, if any."""
+    out = []
     init = training.get("initialised_from")
-    if not init:
-        return ""
-    recipe = ", ".join(f"{k} {v}" for k, v in init.get("recipe", {}).items())
+    if init:
+        recipe = ", ".join(f"{k} {v}" for k, v in init.get("recipe", {}).items())
+        out.append(
+            f"They were fine-tuned from the generator of an earlier run after {init.get('steps')} "
+            f"steps ({recipe}); steps count from there ({training.get('steps_trained', '?')} "
+            "trained in all)."
+        )
+    if training.get("resumed_at"):
+        out.append(f"The run was resumed at steps {', '.join(map(str, training['resumed_at']))}.")
+    recipe = (
+        f"Last recipe: grid-cell weight ``{training.get('grid_weight_mode')}``, "
+        f"volume term weight {training.get('volume_weight', 0)}, inflow mask "
+        f"{'on' if training.get('inflow_mask') else 'off'}, generator lr "
+        f"{training.get('lr_generator')}, kept step {training.get('selected_step', '?')}"
+    )
+    if training.get("curve_since_step") is not None:
+        recipe += f" (validation curve from step {training['curve_since_step']})"
+    out.append(recipe + ".")
+    return " ".join(out)
+
+
+def _curve_start(training: dict) -> str:
+    """What the first row of the training curve is."""
+    since = training.get("curve_since_step")
+    if since is None:
+        return "Step 0 is the untrained generator, i.e. the extrapolation nowcast."
     return (
-        f"They were fine-tuned (grid-cell weight ``{training.get('grid_weight_mode')}``, "
-        f"generator lr {training.get('lr_generator')}) from the generator of an earlier run "
-        f"after {init.get('steps')} steps ({recipe}); the curve below is the fine-tuning run's, "
-        f"whose steps count from there ({training.get('steps_trained', '?')} trained)."
+        f"The curve starts at step {since}, where the run was resumed with another recipe "
+        "and validation set (the generator before the change); earlier validations were on "
+        "other crops and do not compare."
     )
 
 
@@ -469,7 +492,7 @@ def write_docs(results: list[dict], a: argparse.Namespace) -> None:
             "Training curve (held-out RMI validation crops)",
             "----------------------------------------------",
             "",
-            "Step 0 is the untrained generator, i.e. the extrapolation nowcast.",
+            _curve_start(training),
             "",
             rst(rows),
             "",

@@ -36,7 +36,10 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Torch on one thread for the module (the CI machine has 2 cores, shared)."""
+    """Tiny models run fastest on one thread (and the CI machine is shared).
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
     torch.set_num_threads(1)

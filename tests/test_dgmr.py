@@ -42,13 +42,7 @@ EXTRA_GRU_PARAMETERS = sum(
 EXTRA_HEAD_PARAMETERS = (9 * 48 + 1) - (48 * 4 + 4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and the CI machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def with_random_head(g: dgmr.Generator) -> dgmr.Generator:

@@ -15,12 +15,7 @@ from xnowcast.models.layers import depth_to_space  # noqa: E402
 TINY = {"context_channels": 16, "latent_channels": 32, "discriminator_channels": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,7 @@ from xnowcast.training import gan, gan_checkpoint, gan_validation, losses  # noq
 TINY = {"context_channels": 16, "latent_channels": 32, "discriminator_channels": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def field(frames: int = 26, size: int = 64, wet_corner: bool = True) -> xr.DataArray:
@@ -140,6 +135,24 @@ def test_grid_cell_regularizer_weights_and_mask() -> None:
     )
 
 
+def test_volume_regularizer_compares_mean_rates_per_lead() -> None:
+    target = torch.zeros(1, 2, 1, 4, 4)
+    target[..., :2, :] = 2.0  # mean rate 1 mm/h at both leads
+    # members that disagree on the pattern but whose mean has the observed volume cost nothing
+    assert losses.volume_regularizer(torch.stack([1.5 * target, 0.5 * target]), target) == 0.0
+    shifted = torch.roll(target, 2, dims=-2)  # rain moved: the volume is right
+    assert losses.volume_regularizer(shifted[None], target).item() == pytest.approx(0.0)
+    doubled = losses.volume_regularizer((2 * target)[None], target)
+    assert doubled.item() == pytest.approx(np.log(2.1 / 1.1))
+    halved = losses.volume_regularizer((0.5 * target)[None], target)
+    assert halved.item() == pytest.approx(np.log(1.1 / 0.6))
+    # only the valid pixels count: rain over missing pixels is neither too much nor too little
+    valid = torch.zeros_like(target, dtype=torch.bool)
+    valid[..., :2, :] = True
+    wet_where_missing = target + 5.0 * (~valid).float()
+    assert losses.volume_regularizer(wet_where_missing[None], target, valid).item() == 0.0
+
+
 def test_crps_of_an_ensemble() -> None:
     members = np.array([[1.0], [3.0]])
     obs = np.array([2.0])
@@ -226,7 +239,8 @@ def test_one_gan_step_updates_both_networks(shared_data: Path) -> None:
         grid_samples=2,
         rng=torch.Generator().manual_seed(0),
     )
-    assert set(out) == {"d_loss", "g_hinge", "grid", "g_loss"}
+    assert set(out) == {"d_loss", "g_hinge", "grid", "volume", "g_loss", "scored"}
+    assert 0.3 < out["scored"] <= 1.0  # the share of target pixels the losses see
     assert all(np.isfinite(v) for v in out.values())
     assert out["g_loss"] == pytest.approx(out["g_hinge"] + 20 * out["grid"], rel=1e-5)
     changed_g = [k for k, v in g.state_dict().items() if not torch.equal(v, before_g[k])]
@@ -329,6 +343,27 @@ def test_train_dgmr_checkpoints_resume_and_weights(tmp_path: Path) -> None:
     assert meta["training"]["selected_step"] == full_meta["best"]["step"]
     assert [c["step"] for c in meta["training"]["curve"]] == [0, 2]
     assert meta["scores"]["crps"] == pytest.approx(full_meta["best"]["crps"])
+    # resumed with another validation set: validated again where it resumed, the kept one
+    # chosen afresh, and the exported curve can start there
+    revalidated = gan.train_dgmr(
+        da,
+        steps=2,
+        out_dir=tmp_path / "reval",
+        resume=tmp_path / "full",
+        val_data=da,
+        **{**kwargs, "val_members": 3},
+    )
+    assert [h["step"] for h in revalidated.history if "val" in h] == [0, 2, 2]
+    assert revalidated.training["selected_step"] == 2
+    gan_checkpoint.export_best_weights(
+        tmp_path / "reval",
+        tmp_path / "since.safetensors",
+        curve_keys=gan.CURVE_KEYS,
+        curve_since=2,
+    )
+    _, meta = load_state_dict(tmp_path / "since.safetensors")
+    assert [c["step"] for c in meta["training"]["curve"]] == [2]
+    assert meta["training"]["curve"][0]["crps"] == revalidated.history[-1]["val"]["crps"]
     # a new run can start from a weights file (fine-tuning with another recipe)
     tuned = gan.train_dgmr(
         da, steps=0, out_dir=tmp_path / "tuned", init_weights=full.weights, **kwargs
@@ -343,12 +378,22 @@ def test_train_dgmr_checkpoints_resume_and_weights(tmp_path: Path) -> None:
             assert len(list(f.keys())) > 0
 
 
-def test_validation_keeps_unbiased_volume_before_lower_crps() -> None:
-    dry = {"crps": 0.29, "volume_ratio": 0.6}
-    fair = {"crps": 0.33, "volume_ratio": 0.9}
-    fairer = {"crps": 0.31, "volume_ratio": 1.1}
-    assert gan._better(dry, {})
-    assert gan._better(fair, dry)  # a worse CRPS, but the rain volume is right
-    assert not gan._better(dry, fair)
-    assert gan._better(fairer, fair) and not gan._better(fair, fairer)
-    assert gan._better({"crps": 0.2, "volume_ratio": 0.5}, {"crps": 0.3, "volume_ratio": 2.0})
+def test_selection_prefers_unbiased_volume_and_area_then_lower_crps() -> None:
+    from xnowcast.training.gan_validation import selection_score
+
+    def scores(crps: float, vol: float, area: float = 1.0) -> dict[str, float]:
+        out = {"crps": crps}
+        for t in (30, 60, 90):
+            out[f"volume_ratio_{t}"], out[f"area_ratio_1_{t}"] = vol, area
+        return out
+
+    dry, fair, fairer = scores(0.29, 0.6), scores(0.33, 0.9), scores(0.31, 1.1)
+    assert selection_score(fair) == pytest.approx(0.33)  # on target: CRPS alone
+    assert selection_score(fair) < selection_score(dry)  # a worse CRPS, but the volume is right
+    assert selection_score(fairer) < selection_score(fair)
+    assert selection_score(scores(0.31, 1.1, area=2.0)) > selection_score(fair)  # area counts
+    wet_at_90 = {**scores(0.30, 1.0), "volume_ratio_90": 2.5}
+    assert selection_score(wet_at_90) == pytest.approx(0.30 * 2.5 / 1.25)
+    # earlier runs' scores: the pooled ratios
+    assert selection_score({"crps": 0.3, "volume_ratio": 1.0, "area_ratio_1": 1.0}) == 0.3
+    assert selection_score({"crps": 0.3, "volume_ratio": float("nan")}) > 1e6

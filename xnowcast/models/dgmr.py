@@ -355,12 +355,29 @@ class Generator(NowcastModel):
     @torch.no_grad()
     def extrapolate(self, frames: Tensor, steps: int) -> Tensor:
         """The base forecast ``(B, steps, 1, H, W)`` in mm/h (0 where unknown or ``base="none"``)."""
-        x = torch.nan_to_num(frames.float(), nan=0.0).clamp(0.0, self.max_rate)
         if self.base == "none":
-            return x.new_zeros((x.shape[0], steps, *x.shape[2:])).to(frames.dtype)
+            shape = (frames.shape[0], steps, *frames.shape[2:])
+            return frames.new_zeros(shape)
+        return self.extrapolate_reach(frames, steps)[0]
+
+    @torch.no_grad()
+    def extrapolate_reach(self, frames: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+        """The base forecast (as :meth:`extrapolate`) and where the frames can tell the future.
+
+        The second tensor (bool, same shape) is False where the backward
+        trajectory of the extrapolation leaves the domain: the rain there at
+        that lead comes from outside the input frames, and no nowcast of these
+        frames can know it.  Training leaves these pixels out of its losses
+        (:func:`xnowcast.training.gan_step.gan_step`).  With ``base="none"``
+        the motion is still estimated, for the mask.
+        """
+        x = torch.nan_to_num(frames.float(), nan=0.0).clamp(0.0, self.max_rate)
         with torch.autocast(x.device.type, enabled=False):
             y = self.extrapolation(x, steps)
-        return torch.nan_to_num(y, nan=0.0).clamp(0.0, self.max_rate).to(frames.dtype)
+        reach = torch.isfinite(y)
+        if self.base == "none":
+            return x.new_zeros(y.shape).to(frames.dtype), reach
+        return torch.nan_to_num(y, nan=0.0).clamp(0.0, self.max_rate).to(frames.dtype), reach
 
     def forward(
         self,
@@ -429,7 +446,7 @@ SPEC = register(
         weights={
             "small": WeightsFile(
                 "dgmr-small.safetensors",
-                "b4f90e7e030647e752c0197386afe974268fefcd9de84dccccb63d734ffc144f",
+                "765b9a95ecd7fede6dc924e38de7aea923d1dc908cbddf9fa8ae74070e7e17de",
             )
         },
         default_weights="small",

@@ -145,7 +145,11 @@ def load_optimisers(
 
 
 def export_best_weights(
-    run_dir: str | os.PathLike[str], path: str | os.PathLike[str], *, curve_keys: Sequence[str]
+    run_dir: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    curve_keys: Sequence[str],
+    curve_since: int | None = None,
 ) -> str:
     """Write the best validated generator of a (possibly running) training run to ``path``.
 
@@ -153,6 +157,10 @@ def export_best_weights(
     :func:`~xnowcast.training.gan.train_dgmr`); their ``training`` metadata gain
     the run's progress from its last checkpoint (``steps_trained``,
     ``wall_time_trained_s``) and the validation ``curve``.  Returns the sha256.
+
+    ``curve_since`` drops the validations before that step and the duplicate
+    at it (a run resumed with another validation set validates again at the
+    step it resumed from; the scores before it are not comparable).
     """
     import hashlib
 
@@ -169,10 +177,14 @@ def export_best_weights(
     training = dict(meta["training"])
     training["steps_trained"] = int(ckpt["step"])
     training["wall_time_trained_s"] = round(float(ckpt["wall_time"]), 1)
+    validations = [h for h in ckpt["history"] if "val" in h]
+    if curve_since is not None:
+        at = [h for h in validations if h["step"] == curve_since]
+        validations = at[-1:] + [h for h in validations if h["step"] > curve_since]
+        training["curve_since_step"] = curve_since
     training["curve"] = [
         {"step": h["step"], **{k: h["val"][k] for k in curve_keys if k in h["val"]}}
-        for h in ckpt["history"]
-        if "val" in h
+        for h in validations
     ]
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--grid-weight-mode", default="plus_one", choices=["clip", "plus_one", "none"])
     p.add_argument("--init-weights", default=None, help="start from these generator weights")
     p.add_argument("--no-augment", action="store_true", help="no dihedral augmentation")
+    p.add_argument("--volume-weight", type=float, default=0.0, help="weight of the volume term")
+    p.add_argument(
+        "--no-inflow-mask",
+        action="store_true",
+        help="also score the pixels whose extrapolation trajectory leaves the crop",
+    )
     p.add_argument("--lr-generator", type=float, default=5e-5)
     p.add_argument("--lr-discriminator", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=0)
@@ -64,12 +70,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="WEIGHTS",
         help="write the best validated generator of the run in --out to WEIGHTS, then exit",
     )
+    p.add_argument(
+        "--curve-since",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="with --export: keep the validation curve from this step on (the last validation "
+        "at it), e.g. where a run resumed with another validation set",
+    )
     a = p.parse_args(argv)
     if a.export:
         from xnowcast.training.gan import CURVE_KEYS
         from xnowcast.training.gan_checkpoint import export_best_weights
 
-        sha = export_best_weights(a.out, a.export, curve_keys=CURVE_KEYS)
+        sha = export_best_weights(a.out, a.export, curve_keys=CURVE_KEYS, curve_since=a.curve_since)
         print(json.dumps({"weights": a.export, "sha256": sha}))
         return 0
     if a.threads:
@@ -109,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         resume=a.resume,
         precision=a.precision,
         init_weights=a.init_weights,
+        inflow_mask=not a.no_inflow_mask,
+        volume_weight=a.volume_weight,
         metadata={"held_out": a.val, "commit": commit, "data": "pysteps-data eaa59fb"},
     )
     print(

@@ -17,9 +17,10 @@ from xnowcast.training.losses import (
     grid_cell_regularizer,
     hinge_discriminator_loss,
     hinge_generator_loss,
+    volume_regularizer,
 )
 
-__all__ = ["dihedral", "gan_step"]
+__all__ = ["dihedral", "gan_step", "scored_targets"]
 
 
 def dihedral(batch: CropBatch, rng: torch.Generator | None = None) -> CropBatch:
@@ -50,6 +51,23 @@ def dihedral(batch: CropBatch, rng: torch.Generator | None = None) -> CropBatch:
     )
 
 
+def scored_targets(
+    generator: Generator, batch: CropBatch, lead_steps: int, inflow_mask: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The extrapolation, and the observed sequence and its mask as the losses see them.
+
+    Returns ``(base, targets, scored)``: the targets are zero where not
+    scored; ``scored`` is False where the target is missing and, with
+    ``inflow_mask``, where the extrapolation's trajectory leaves the crop (see
+    :func:`gan_step`).
+    """
+    y, valid = batch.targets[:, :lead_steps], batch.valid[:, :lead_steps]
+    base, reach = generator.extrapolate_reach(batch.inputs, lead_steps)
+    if inflow_mask:
+        valid = valid & reach
+    return base, y * valid.to(y.dtype), valid
+
+
 def gan_step(
     generator: Generator,
     discriminator: Discriminator,
@@ -65,6 +83,8 @@ def gan_step(
     rng: torch.Generator | None = None,
     precision: str = "fp32",
     backward: Callable[[Tensor], Any] | None = None,
+    inflow_mask: bool = True,
+    volume_weight: float = 0.0,
 ) -> dict[str, float]:
     """One DGMR training step: ``disc_steps`` discriminator updates, one generator update.
 
@@ -75,12 +95,26 @@ def gan_step(
     observation in its own call).  ``backward`` runs the backward passes
     (default ``loss.backward()``; a Lightning module passes ``manual_backward``).
     Returns the losses.
+
+    With ``inflow_mask`` (the default) the pixels whose extrapolation
+    trajectory leaves the crop (:meth:`Generator.extrapolate_reach`) count as
+    missing: they leave the grid-cell term and are zeroed in the observed and
+    generated sequences the discriminators see.  The rain there flowed into
+    the crop from outside the input frames; on 128-px crops it is 20 % of the
+    observed rain at 30 min and 57 % at 90 min.  Scored, it teaches the
+    generator to hedge with rain wherever the extrapolation is dry, more so at
+    long leads: the wet drift with lead time of the earlier weights on a
+    512-km domain, where most extrapolation-dry pixels are truly dry.
+
+    ``volume_weight`` > 0 adds that many times
+    :func:`~xnowcast.training.losses.volume_regularizer` (over the scored
+    pixels) to the generator loss.
     """
     backward = backward or Tensor.backward
     dev = batch.inputs.device
-    x, y, valid = batch.inputs, batch.targets[:, :lead_steps], batch.valid[:, :lead_steps]
+    x = batch.inputs
+    base, y, valid = scored_targets(generator, batch, lead_steps, inflow_mask)
     vmask = valid.to(y.dtype)
-    base = generator.extrapolate(x, lead_steps)
 
     def autocast() -> Any:
         return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -110,7 +144,10 @@ def gan_step(
     with autocast():
         scores = discriminator(torch.cat([x, xs]), torch.cat([y, fakes]), generator=rng)
     g_hinge = hinge_generator_loss(scores.float()[x.shape[0] :])
+    volume = volume_regularizer(samples, y, valid)
     g_loss = g_hinge + grid_weight * grid
+    if volume_weight:
+        g_loss = g_loss + volume_weight * volume
     opt_g.zero_grad(set_to_none=True)
     backward(g_loss)
     opt_g.step()
@@ -119,5 +156,7 @@ def gan_step(
         "d_loss": d_loss.item(),
         "g_hinge": g_hinge.item(),
         "grid": grid.item(),
+        "volume": volume.item(),
         "g_loss": g_loss.item(),
+        "scored": vmask.mean().item(),
     }

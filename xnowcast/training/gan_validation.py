@@ -26,6 +26,7 @@ __all__ = [
     "ensemble_scores",
     "forecast_scores",
     "refresh_batchnorm",
+    "selection_score",
     "validate_generator",
 ]
 
@@ -122,7 +123,8 @@ def ensemble_scores(
     -------
     dict
         ``crps`` (all leads), ``crps_<lead>``, ``crps_persistence_<lead>``,
-        ``mae_extrapolation_<lead>``, ``spread_skill`` (ensemble std over the RMSE
+        ``mae_extrapolation_<lead>``, ``volume_ratio_<lead>`` and ``area_ratio_1_<lead>``
+        (forecast over observed at that lead), ``spread_skill`` (ensemble std over the RMSE
         of the ensemble mean, M-member corrected; 1 is calibrated), ``volume_ratio``
         and ``area_ratio_1`` (forecast over observed, mean member, in ``window``),
         ``power_ratio_2_4km`` (power at 2-4 pixel wavelengths, members over radar, in
@@ -145,6 +147,9 @@ def ensemble_scores(
         out[f"crps_{lead}"] = float(crps[:, i][v].mean())
         out[f"crps_persistence_{lead}"] = float(np.abs(pers[:, i] - obs[:, i])[v].mean())
         out[f"mae_extrapolation_{lead}"] = float(np.abs(extrapolation[:, i] - obs[:, i])[v].mean())
+        o, f = obs[:, i][v], members[:, :, i][:, v]
+        out[f"volume_ratio_{lead}"] = float(f.sum() / m / max(o.sum(), 1e-9))
+        out[f"area_ratio_1_{lead}"] = float((f >= 1.0).sum() / m / max(int((o >= 1.0).sum()), 1))
     ens_mean = members.mean(axis=0)
     var = members.var(axis=0, ddof=1) if m > 1 else np.zeros_like(ens_mean)
     rmse = np.sqrt(((ens_mean - obs) ** 2)[valid].mean())
@@ -217,3 +222,42 @@ def refresh_batchnorm(
     for m, mom in zip(norms, saved, strict=True):
         m.momentum = mom
     generator.eval()
+
+
+#: the issue-14 targets: rain volume and area >= 1 mm/h, forecast over observed, at 30-90 min.
+VOLUME_RANGE = (0.8, 1.25)
+AREA_RANGE = (0.7, 1.4)
+
+
+def _log_excess(ratio: float, bounds: tuple[float, float]) -> float:
+    """How far ``ratio`` lies outside ``bounds``, in log units (0 inside; inf if not finite)."""
+    if not np.isfinite(ratio) or ratio <= 0:
+        return float("inf")
+    lo, hi = np.log(bounds[0]), np.log(bounds[1])
+    r = np.log(ratio)
+    return float(max(lo - r, 0.0, r - hi))
+
+
+def selection_score(scores: dict[str, float], leads: Sequence[int] = (30, 60, 90)) -> float:
+    """The criterion that picks the kept generator of a run: lower is better.
+
+    ``crps * exp(excess)``, where ``excess`` sums, over the lead times 30, 60
+    and 90 min, how far (in log units) the rain volume ratio lies outside
+    :data:`VOLUME_RANGE` and the area ratio outside :data:`AREA_RANGE`.  A
+    generator whose volume and area are on target at every lead is ranked
+    by CRPS alone; one outside is penalised in proportion: 2x too much rain
+    at 90 min costs ``exp(log(2 / 1.25)) = 1.6x`` its CRPS.  CRPS alone
+    rewards forecasts that are too dry (the median of skewed rain is below
+    its mean), volume alone ignores skill.  Scores without the per-lead
+    ratios (earlier runs) use the 30-90 min ``volume_ratio`` and
+    ``area_ratio_1``.
+    """
+    pairs = [(f"volume_ratio_{t}", f"area_ratio_1_{t}") for t in leads]
+    if not all(v in scores and a in scores for v, a in pairs):
+        pairs = [("volume_ratio", "area_ratio_1")]
+    excess = sum(
+        _log_excess(float(scores.get(v, np.nan)), VOLUME_RANGE)
+        + _log_excess(float(scores.get(a, np.nan)), AREA_RANGE)
+        for v, a in pairs
+    )
+    return float(scores["crps"]) * float(np.exp(min(excess, 50.0)))
