@@ -359,6 +359,11 @@ def run(
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"])
         record = state["record"]
+        if record["recipe"] != asdict(run_config):  # e.g. a longer schedule: say so
+            record.setdefault("recipe_changes", []).append(
+                {"step": record["steps"], "before": record["recipe"]}
+            )
+            record["recipe"] = asdict(run_config)
     elif run_config.init_from:
         warm = load_checkpoint(run_config.init_from)
         loaded = warm_start(model, warm.state_dict())
