@@ -274,12 +274,24 @@ def curve_lines(training: dict[str, Any]) -> list[str]:
         f"{training.get('time_steps_minutes')} min; {run.get('steps')} steps, "
         f"{float(run.get('wall_s', float('nan'))) / 3600:.2f} h wall, {cpu_h:.2f} CPU-hours"
         + (
-            f"; warm-started from {warm.get('from')} ({warm.get('steps')} earlier steps)"
+            f"; warm-started from {warm.get('from')} ({warm.get('steps')} earlier steps of "
+            "the session-2 recipe, val ratio to flow "
+            f"{(warm.get('val_history') or [[0, 0, float('nan')]])[-1][2]:.4f})"
             if warm
             else ""
         )
         + ".",
         "",
+    ]
+    changes = run.get("recipe_changes") or training.get("recipe_changes") or []
+    if changes:
+        lines += [
+            "Resumed with a new cosine schedule length (``--steps``) at "
+            + ", ".join(f"step {c['step']} (was {c['before']['steps']})" for c in changes)
+            + f"; last: {recipe.get('steps')}.",
+            "",
+        ]
+    lines += [
         f"Validation on {training.get('val_pairs')} held-out {training.get('holdout')} pairs "
         "(MSE (mm/h)^2 and its ratio to ``flow`` on the same pairs; best step "
         f"{(training.get('best') or {}).get('step')} shipped):",

@@ -484,7 +484,7 @@ def export(workdir: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict
         record["run"] = {
             k: v
             for k, v in torch.load(state, weights_only=False)["record"].items()
-            if k in ("steps", "wall_s", "loss_history", "val_history")
+            if k in ("steps", "wall_s", "cpu_s", "loss_history", "val_history", "recipe_changes")
         }
     scores = {
         "holdout_pairs": {
