@@ -379,7 +379,7 @@ _LEARNED_DOWNSCALERS: tuple[tuple[str, str, str, str, str, dict[str, WeightsFile
         {
             "flowprior": WeightsFile(
                 "zsm-flowprior.safetensors",
-                "899508dc594698ef3a201dd9a957e843d2a539b690ac4368ea36f02c450ef4ec",
+                "496123a222ca82c73cc5a3713b13f15801206109d283ec2af1f1d7f81f848331",
             )
         },
     ),
