@@ -379,7 +379,7 @@ _LEARNED_DOWNSCALERS: tuple[tuple[str, str, str, str, str, dict[str, WeightsFile
         {
             "flowprior": WeightsFile(
                 "zsm-flowprior.safetensors",
-                "496123a222ca82c73cc5a3713b13f15801206109d283ec2af1f1d7f81f848331",
+                "cbed0e2a21e602ee09af7a8615d35abdbc01465cb8b62d8de8dce454135b53fe",
             )
         },
     ),

@@ -486,6 +486,8 @@ def export(workdir: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict
             for k, v in torch.load(state, weights_only=False)["record"].items()
             if k in ("steps", "wall_s", "cpu_s", "loss_history", "val_history", "recipe_changes")
         }
+    if record.get("best"):  # saved during the best step, before its count was updated
+        record["steps"] = record["best"]["step"]
     scores = {
         "holdout_pairs": {
             "event": record.get("holdout"),
