@@ -287,7 +287,7 @@ def curve_lines(training: dict[str, Any]) -> list[str]:
     if changes:
         lines += [
             "Resumed with a new cosine schedule length (``--steps``) at "
-            + ", ".join(f"step {c['step']} (was {c['before']['steps']})" for c in changes)
+            + ", ".join(f"step {c['step']} (was {c['before'].get('steps', '-')})" for c in changes)
             + f"; last: {recipe.get('steps')}.",
             "",
         ]

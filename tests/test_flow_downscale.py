@@ -252,6 +252,15 @@ def test_long_run_resumes_exactly(tmp_path, model_name):
     assert (
         states["straight"]["record"]["loss_history"] == states["resumed"]["record"]["loss_history"]
     )
+    # a longer schedule on resume is recorded: the step and what the recipe said before
+    longer = RunConfig(**{**cfg.__dict__, "steps": 5})
+    record = run(
+        model_name, data_root=tmp_path, workdir=tmp_path / "straight", config="flow-tiny",
+        run_config=longer,
+    )  # fmt: skip
+    assert record["steps"] == 5 and record["recipe_changes"] == [
+        {"step": 4, "before": {"steps": 4}}
+    ]
     # the best model exported as weights, with its curve and held-out scores
     from xnowcast.training.longrun import export
     from xnowcast.weights import read_metadata

@@ -359,11 +359,13 @@ def run(
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"])
         record = state["record"]
-        if record["recipe"] != asdict(run_config):  # e.g. a longer schedule: say so
+        now = asdict(run_config)
+        if record["recipe"] != now:  # e.g. a longer schedule: say what changed, and when
+            before = {k: v for k, v in record["recipe"].items() if now.get(k) != v}
             record.setdefault("recipe_changes", []).append(
-                {"step": record["steps"], "before": record["recipe"]}
+                {"step": record["steps"], "before": before}
             )
-            record["recipe"] = asdict(run_config)
+            record["recipe"] = now
     elif run_config.init_from:
         warm = load_checkpoint(run_config.init_from)
         loaded = warm_start(model, warm.state_dict())
