@@ -258,7 +258,66 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def rst(results: list[dict[str, Any]], speed: dict[str, float], command: str) -> str:
+def training_record(weights: dict[str, str], model: str = "zsm") -> dict[str, Any]:
+    """The training record in the metadata of ``model``'s weights (given, else shipped)."""
+    from xnowcast.registry import get_spec, weights_metadata
+    from xnowcast.weights import read_metadata
+
+    meta = read_metadata(weights[model]) if model in weights else weights_metadata(get_spec(model))
+    return {**meta.get("training", {}), "scores": meta.get("scores", {})}
+
+
+def curve_lines(training: dict[str, Any]) -> list[str]:
+    """Recipe and validation curve of a ``longrun`` record, as Markdown lines."""
+    run = training.get("run", training)
+    recipe = training.get("recipe", {})
+    warm = training.get("warm_start") or {}
+    cpu_h = float(run.get("cpu_s", training.get("cpu_s", float("nan")))) / 3600
+    lines = [
+        f"Recipe: {training.get('loss', '?')}; mse_weight {recipe.get('mse_weight')}, "
+        f"batch {recipe.get('batch_size')}, lr {recipe.get('lr')} (residual head x "
+        f"{recipe.get('head_lr_mult', 1.0)}), pairs drawn ~ (flow SSE + mean)^"
+        f"{recipe.get('sample_power', 0.0)}; {training.get('train_pairs')} pairs of "
+        f"{training.get('crop')} x {training.get('crop')} coarse cells from "
+        f"{', '.join(training.get('events', []))}; input steps "
+        f"{training.get('time_steps_minutes')} min; {run.get('steps')} steps, "
+        f"{float(run.get('wall_s', float('nan'))) / 3600:.2f} h wall, {cpu_h:.2f} CPU-hours"
+        + (
+            f"; warm-started from {warm.get('from')} ({warm.get('steps')} earlier steps of "
+            "the session-2 recipe, val ratio to flow "
+            f"{(warm.get('val_history') or [[0, 0, float('nan')]])[-1][2]:.4f})"
+            if warm
+            else ""
+        )
+        + ".",
+        "",
+    ]
+    changes = run.get("recipe_changes") or training.get("recipe_changes") or []
+    if changes:
+        lines += [
+            "Resumed with a new cosine schedule length (``--steps``) at "
+            + ", ".join(f"step {c['step']} (was {c['before'].get('steps', '-')})" for c in changes)
+            + f"; last: {recipe.get('steps')}.",
+            "",
+        ]
+    lines += [
+        f"Validation on {training.get('val_pairs')} held-out {training.get('holdout')} pairs "
+        "(MSE (mm/h)^2 and its ratio to ``flow`` on the same pairs; best step "
+        f"{(training.get('best') or {}).get('step')} shipped):",
+        "",
+        "| step | val MSE | / flow |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {int(s)} | {m:.4f} | {r:.4f} |" for s, m, r in run.get("val_history", [])]
+    return lines
+
+
+def rst(
+    results: list[dict[str, Any]],
+    speed: dict[str, float],
+    command: str,
+    training: dict[str, Any] | None = None,
+) -> str:
     title = "Downscaling skill card"
     out = [
         ".. This page is written by benchmarks/downscale_skill_card.py: do not edit by hand.",
@@ -299,6 +358,20 @@ def rst(results: list[dict[str, Any]], speed: dict[str, float], command: str) ->
         "time per thread is what the wall time would be on two free cores).",
         "",
     ]
+    if training:
+        heading = "Training of the shipped ``zsm`` weights"
+        out += [heading, "-" * len(heading), ""]
+        for line in curve_lines(training):
+            if line.startswith("|---"):
+                continue
+            if line.startswith("| step"):
+                out += [".. list-table::", "   :header-rows: 1", ""]
+            if line.startswith("|"):
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                out += [f"   {'*' if i == 0 else ' '} - {c}" for i, c in enumerate(cells)]
+            else:
+                out.append(line)
+        out.append("")
     return "\n".join(out)
 
 
@@ -343,7 +416,9 @@ def main() -> None:
         command = "python benchmarks/downscale_skill_card.py " + " ".join(
             f"--weights {w}" for w in args.weights
         )
-        args.rst.write_text(rst(results, speed, command.strip()))
+        training = training_record(weights)
+        args.rst.write_text(rst(results, speed, command.strip(), training))
+    print("\n".join(curve_lines(training_record(weights))))
 
 
 if __name__ == "__main__":

@@ -107,6 +107,25 @@ def test_trained_zsm_keeps_block_means_at_input_times():
     torch.testing.assert_close(back, frames, rtol=1e-4, atol=1e-4)  # ... within the constraint
 
 
+def test_fczsm_warm_started_from_zsm_weights_computes_what_zsm_does():
+    """ZSM weights fit FC-ZSM (static inputs zero-weighted): the warm model equals the ZSM."""
+    from xnowcast.training.longrun import warm_start
+
+    torch.manual_seed(0)
+    zsm = build_model("zsm", "flow-tiny").eval()
+    for p in zsm.parameters():  # a "trained" ZSM, far from the flow baseline
+        torch.nn.init.normal_(p, std=0.05)
+    fczsm = build_model("fczsm", "flow-tiny").eval()
+    loaded = warm_start(fczsm, zsm.state_dict())
+    assert loaded["padded"] and all(k.startswith("static_extractor") for k in loaded["kept"])
+    frames = torch.rand(1, 4, 1, 16, 16) * 20
+    static = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = zsm(frames)
+        torch.testing.assert_close(fczsm(frames, static), expected, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(expected, build_flow()(frames))
+
+
 def test_old_weights_configs_are_refused():
     """Configs of the retired trilinear-residual ZSM (preset "compact") do not build."""
     from xnowcast.errors import ModelError
@@ -190,7 +209,8 @@ def test_dihedral_augmentation_turns_the_motion_with_the_grid(k, flip):
     assert torch.allclose(measured[..., centre], expected[..., centre], atol=0.3)
 
 
-def test_long_run_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("model_name", ["zsm", "fczsm"])
+def test_long_run_resumes_exactly(tmp_path, model_name):
     """Stopping after 2 steps and running again gives the same weights as 4 steps at once."""
     from xnowcast.training.longrun import RunConfig, run
     from xnowcast.training.pairs import make_pairs
@@ -200,7 +220,15 @@ def test_long_run_resumes_exactly(tmp_path):
     da = xr.DataArray(values, dims=("time", "y", "x"))
     pairs = make_pairs(da, crop=8, max_pairs=6, motion=True, min_rain_fraction=0.0)
     assert pairs.motion.shape == (len(pairs), 3, 2, 8, 8)
-    cfg = RunConfig(steps=4, batch_size=2, val_every=2, checkpoint_every=1, log_every=1)
+    cfg = RunConfig(
+        steps=4,
+        batch_size=2,
+        val_every=2,
+        checkpoint_every=1,
+        log_every=1,
+        head_lr_mult=3.0,
+        sample_power=0.5,
+    )
     states = {}
     for label, stops in (("straight", [None]), ("resumed", [2, None])):
         work = tmp_path / label
@@ -209,7 +237,7 @@ def test_long_run_resumes_exactly(tmp_path):
             torch.save(pairs.__dict__, work / name)
         for stop in stops:
             record = run(
-                "zsm",
+                model_name,
                 data_root=tmp_path,
                 workdir=work,
                 config="flow-tiny",
@@ -224,16 +252,42 @@ def test_long_run_resumes_exactly(tmp_path):
     assert (
         states["straight"]["record"]["loss_history"] == states["resumed"]["record"]["loss_history"]
     )
+    # a longer schedule on resume is recorded: the step and what the recipe said before
+    longer = RunConfig(**{**cfg.__dict__, "steps": 5})
+    record = run(
+        model_name, data_root=tmp_path, workdir=tmp_path / "straight", config="flow-tiny",
+        run_config=longer,
+    )  # fmt: skip
+    assert record["steps"] == 5 and record["recipe_changes"] == [
+        {"step": 4, "before": {"steps": 4}}
+    ]
     # the best model exported as weights, with its curve and held-out scores
     from xnowcast.training.longrun import export
     from xnowcast.weights import read_metadata
 
     result = export(tmp_path / "resumed", tmp_path / "zsm-export.safetensors")
     meta = read_metadata(tmp_path / "zsm-export.safetensors")
-    assert meta["model"] == "zsm" and meta["config"]["preset"] == "flow-tiny"
+    assert meta["model"] == model_name and meta["config"]["preset"] == "flow-tiny"
     assert [s for s, *_ in meta["training"]["run"]["val_history"]] == [2, 4]
     assert set(meta["scores"]["holdout_pairs"]) >= {"model", "flow", "trilinear"}
     assert result["scores"]["holdout_pairs"]["flow"]["mse"] > 0
+    # a new run warm-started from those weights starts from them and says so
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    for name in ("train-pairs.pt", "val-pairs.pt"):
+        torch.save(pairs.__dict__, warm / name)
+    cfg_warm = RunConfig(
+        steps=1, batch_size=2, lr=0.0, init_from=str(tmp_path / "zsm-export.safetensors")
+    )
+    record = run(
+        model_name, data_root=tmp_path, workdir=warm, config="flow-tiny", run_config=cfg_warm
+    )
+    assert record["warm_start"]["steps"] == 4
+    exported = torch.load(tmp_path / "resumed" / "state.pt", weights_only=False)["model"]
+    best_step = meta["training"]["best"]["step"]
+    if best_step == 4:  # lr 0: one step leaves the warm-started weights as they were
+        for key, value in torch.load(warm / "state.pt", weights_only=False)["model"].items():
+            torch.testing.assert_close(value, exported[key], rtol=0, atol=0)
 
 
 def test_shipped_zsm_weights_record_their_training_and_scores():

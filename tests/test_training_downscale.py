@@ -32,7 +32,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "xnowcast" / "weights"
 #: Shipped weights and their sha256 (also given to the registry).  The ``zsm-compact`` and
 #: ``fczsm-compact`` weights of the trilinear-residual ZSM are retired (see docs/models.rst).
 SHIPPED = {
-    "zsm-flowprior.safetensors": "899508dc594698ef3a201dd9a957e843d2a539b690ac4368ea36f02c450ef4ec",
+    "zsm-flowprior.safetensors": "cbed0e2a21e602ee09af7a8615d35abdbc01465cb8b62d8de8dce454135b53fe",
     "unet-compact.safetensors": "8ac4bf0338022eec02568510285a81f5d0567689a93807548c0b57649e61050e",
     "unet3d-compact.safetensors": "347e6341c14fd908db0a0b571606ccd6bc51b731d29bc3fae3b69060085370ae",
 }

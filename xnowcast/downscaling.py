@@ -39,9 +39,9 @@ __all__ = ["AUTO_MODEL", "downscale", "fine_coordinate", "window_starts"]
 
 #: What ``model="auto"`` runs: the best model measured on the held-out RMI event
 #: (``benchmarks/downscale_skill_card.py``): the shipped ZSM on the flow prior, MSE
-#: 0.988 x ``flow`` there (it falls back to ``flow``, with a warning, for inputs
+#: 0.966 x ``flow`` there (it falls back to ``flow``, with a warning, for inputs
 #: other than the 10-min / 2-km ones it was trained on).  ``model="flow"`` is
-#: ~15 x faster and within 1.2 % of it.
+#: ~15 x faster and within 3.5 % of it.
 AUTO_MODEL = "zsm"
 _WINDOWS_PER_BLOCK = 4
 

@@ -567,7 +567,7 @@ ZSM_SPEC = register(
         weights={
             "flowprior": WeightsFile(
                 "zsm-flowprior.safetensors",
-                "899508dc594698ef3a201dd9a957e843d2a539b690ac4368ea36f02c450ef4ec",
+                "cbed0e2a21e602ee09af7a8615d35abdbc01465cb8b62d8de8dce454135b53fe",
             )
         },
         default_weights="flowprior",

@@ -19,7 +19,14 @@ What a run does:
 * **augmentation**: the dihedral group (the 4 rotations, with and without a
   flip) and time reversal, applied alike to the frames, the masks, the static
   fields and the motion vectors (whose components are rotated / negated);
-* **optimiser**: Adam, cosine decay to 5 % of ``lr`` over ``steps``;
+* **sampling**: with ``sample_power`` p > 0 a pair is drawn with probability
+  proportional to ``(SSE_flow + mean SSE_flow) ** p``, where ``SSE_flow`` is the
+  ``flow`` baseline's squared error (mm/h)^2 on it: the crops where the judged
+  MSE is (heavy rain) are seen more often; p = 0 draws uniformly;
+* **optimiser**: Adam, cosine decay to 5 % of ``lr`` over ``steps``; the
+  reconstruction's last two convolutions (the residual head) at
+  ``head_lr_mult`` x ``lr``; ``init_from`` warm-starts from a weights file of
+  the same architecture (only when the run has no state yet);
 * **resumable**: every ``checkpoint_every`` steps the model, optimiser, random
   generator, step and curves go to ``state.pt`` (written atomically); running
   again with the same work folder continues *exactly* where it stopped;
@@ -49,6 +56,7 @@ from xnowcast.training.pairs import PairSet, dihedral, load_rain_rate, make_pair
 from xnowcast.training.supervised import (
     DEFAULT_EVENTS,
     HOLDOUT_EVENT,
+    load_checkpoint,
     masked_mse,
     save_checkpoint,
 )
@@ -58,8 +66,10 @@ __all__ = [
     "charbonnier",
     "evaluate_vs_flow",
     "export",
+    "flow_sse",
     "multistep_pairs",
     "run",
+    "warm_start",
 ]
 
 
@@ -78,6 +88,9 @@ class RunConfig:
     checkpoint_every: int = 50
     log_every: int = 10
     threads: int = 1
+    head_lr_mult: float = 1.0
+    sample_power: float = 0.0
+    init_from: str | None = None
 
 
 def charbonnier(pred: Any, target: Any, mask: Any, eps: float = 1e-3) -> Any:
@@ -160,6 +173,98 @@ def _cached(path: Path, make: Any) -> PairSet:
     return pairs
 
 
+def _param_groups(model: Any, run_config: RunConfig) -> list[dict[str, Any]]:
+    """Adam parameter groups: the residual head at ``head_lr_mult`` x ``lr``, the rest at ``lr``."""
+    head_ids = set()
+    recon = getattr(model, "reconstruction", None)
+    if recon is not None and run_config.head_lr_mult != 1.0:
+        head_ids = {id(p) for p in (*recon.hr.parameters(), *recon.last.parameters())}
+    rest = [p for p in model.parameters() if id(p) not in head_ids]
+    head = [p for p in model.parameters() if id(p) in head_ids]
+    groups = [{"params": rest, "lr_mult": 1.0}]
+    if head:
+        groups.append(
+            {
+                "params": head,
+                "lr": run_config.lr * run_config.head_lr_mult,
+                "lr_mult": run_config.head_lr_mult,
+            }
+        )
+    return groups
+
+
+def warm_start(model: Any, source: dict[str, Any]) -> dict[str, list[str]]:
+    """Load the tensors of ``source`` that fit ``model`` (e.g. ZSM weights into FC-ZSM).
+
+    A tensor of the same shape is copied; one that has more input channels
+    (dimension 1) in ``model`` than in ``source`` (FC-ZSM's offset predictors
+    also read the static features, concatenated last) gets the source's
+    weights for the leading channels and zeros for the others, so the warm
+    model computes exactly what the source did; the rest (the static
+    extractor) keep their initialisation.
+
+    Returns
+    -------
+    dict
+        The names of the tensors ``copied``, ``padded`` and ``kept``.
+    """
+    import torch
+
+    state = model.state_dict()
+    done: dict[str, list[str]] = {"copied": [], "padded": [], "kept": []}
+    with torch.no_grad():
+        for key, target in state.items():
+            value = source.get(key)
+            if value is not None and value.shape == target.shape:
+                target.copy_(value)
+                done["copied"].append(key)
+            elif (
+                value is not None
+                and value.dim() == target.dim() >= 2
+                and value.shape[0] == target.shape[0]
+                and value.shape[2:] == target.shape[2:]
+                and value.shape[1] < target.shape[1]
+            ):
+                target.zero_()
+                target[:, : value.shape[1]].copy_(value)
+                done["padded"].append(key)
+            else:
+                done["kept"].append(key)
+    model.load_state_dict(state)
+    return done
+
+
+def flow_sse(pairs: PairSet, factor: int, time_factor: int, batch_size: int = 16) -> Any:
+    """The ``flow`` baseline's squared error (mm/h)^2 summed over each pair's observed cells."""
+    import torch
+
+    from xnowcast.models.flow import build_flow
+
+    flow = build_flow(factor=factor, time_factor=time_factor)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            sl = slice(start, start + batch_size)
+            pred = flow.refine(pairs.coarse[sl], pairs.motion[sl])
+            err = ((pred - pairs.fine[sl]) ** 2).masked_fill(~pairs.mask[sl], 0.0)
+            out.append(err.flatten(1).sum(1).double())
+    return torch.cat(out)
+
+
+def _cached_weights(path: Path, pairs: PairSet, factor: int, time_factor: int, power: float) -> Any:
+    """Sampling probabilities of the training pairs (see ``sample_power``)."""
+    import torch
+
+    if not power:
+        return torch.ones(len(pairs), dtype=torch.float64)
+    if path.is_file():
+        sse = torch.load(path)
+    else:
+        sse = flow_sse(pairs, factor, time_factor)
+        torch.save(sse, path)
+    return (sse + sse.mean()) ** power
+
+
 def run(
     name: str,
     *,
@@ -220,7 +325,7 @@ def run(
             data_root, dict([holdout]), (1,), 1234, crop=crop, max_pairs=val_pairs, **common
         ),
     )
-    optimiser = torch.optim.Adam(model.parameters(), lr=run_config.lr)
+    optimiser = torch.optim.Adam(_param_groups(model, run_config), lr=run_config.lr)
     generator = torch.Generator().manual_seed(run_config.seed)
     record: dict[str, Any] = {
         "model": name,
@@ -240,6 +345,7 @@ def run(
         "crop": crop,
         "steps": 0,
         "wall_s": 0.0,
+        "cpu_s": 0.0,
         "loss_history": [],
         "val_history": [],
         "best": None,
@@ -253,14 +359,38 @@ def run(
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"])
         record = state["record"]
+        now = asdict(run_config)
+        if record["recipe"] != now:  # e.g. a longer schedule: say what changed, and when
+            before = {k: v for k, v in record["recipe"].items() if now.get(k) != v}
+            record.setdefault("recipe_changes", []).append(
+                {"step": record["steps"], "before": before}
+            )
+            record["recipe"] = now
+    elif run_config.init_from:
+        warm = load_checkpoint(run_config.init_from)
+        loaded = warm_start(model, warm.state_dict())
+        before = warm.metadata.get("training", {})
+        record["warm_start"] = {
+            "from": Path(run_config.init_from).name,
+            "model": warm.metadata.get("model"),
+            "tensors": {k: len(v) for k, v in loaded.items()},
+            "steps": (before.get("best") or {}).get("step"),
+            "wall_s": (before.get("run") or before).get("wall_s"),
+            "val_history": (before.get("run") or before).get("val_history"),
+        }
     start_wall = time.perf_counter()
     wall_before = float(record["wall_s"])
+    cpu_before = float(record.get("cpu_s", 0.0))
+    start_cpu = time.process_time()
+    probs = _cached_weights(
+        work / "sample-sse.pt", train_pairs, factor, time_factor, run_config.sample_power
+    )
     running = record["loss_history"][-1][1] if record["loss_history"] else None
     model.train()
     step = int(record["steps"])
     while step < run_config.steps:
         step += 1
-        idx = torch.randint(len(train_pairs), (run_config.batch_size,), generator=generator)
+        idx = torch.multinomial(probs, run_config.batch_size, True, generator=generator)
         batch = dihedral(
             tuple(
                 x[idx]
@@ -286,13 +416,19 @@ def run(
         optimiser.step()
         share = min(step / run_config.steps, 1.0)
         for group in optimiser.param_groups:
-            group["lr"] = run_config.lr * (0.05 + 0.475 * (1 + math.cos(math.pi * share)))
+            scale = group.get("lr_mult", 1.0) * (0.05 + 0.475 * (1 + math.cos(math.pi * share)))
+            group["lr"] = run_config.lr * scale
         value = float(loss.detach())
         running = value if running is None else 0.98 * running + 0.02 * value
         record["wall_s"] = wall_before + time.perf_counter() - start_wall
+        record["cpu_s"] = cpu_before + time.process_time() - start_cpu
         if step % run_config.log_every == 0:
             record["loss_history"].append((step, running))
-            print(f"step {step} loss {running:.5f} wall {record['wall_s']:.0f}s", flush=True)
+            print(
+                f"step {step} loss {running:.5f} wall {record['wall_s']:.0f}s "
+                f"cpu {record['cpu_s']:.0f}s",
+                flush=True,
+            )
         if step % run_config.val_every == 0 or step == run_config.steps:
             scores = evaluate_vs_flow(model, val)
             ratio = scores["mse"] / baseline["mse"]
@@ -350,8 +486,10 @@ def export(workdir: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict
         record["run"] = {
             k: v
             for k, v in torch.load(state, weights_only=False)["record"].items()
-            if k in ("steps", "wall_s", "loss_history", "val_history")
+            if k in ("steps", "wall_s", "cpu_s", "loss_history", "val_history", "recipe_changes")
         }
+    if record.get("best"):  # saved during the best step, before its count was updated
+        record["steps"] = record["best"]["step"]
     scores = {
         "holdout_pairs": {
             "event": record.get("holdout"),
@@ -381,6 +519,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-pairs", type=int, default=64)
     parser.add_argument("--crop", type=int, default=32)
     parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--mse-weight", type=float, default=5.0)
+    parser.add_argument("--head-lr-mult", type=float, default=1.0)
+    parser.add_argument(
+        "--sample-power", type=float, default=0.0, help="draw pairs ~ (flow SSE + mean)**p"
+    )
+    parser.add_argument("--init-from", default=None, help="warm start from these weights")
     parser.add_argument(
         "--strides",
         type=int,
@@ -399,6 +543,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         lr=args.lr,
         val_every=args.val_every,
         checkpoint_every=args.checkpoint_every,
+        mse_weight=args.mse_weight,
+        head_lr_mult=args.head_lr_mult,
+        sample_power=args.sample_power,
+        init_from=args.init_from,
     )
     record = run(
         args.model,
