@@ -46,7 +46,11 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lead_steps": 18,
         "grid_samples": 6,
         "grid_weight": 20.0,
-        "grid_weight_mode": "plus_one",
+        # as the shipped small weights (session 3): the plain grid-cell L1 (``plus_one``
+        # drifted wet), the volume term, and inflow pixels left out of every loss
+        "grid_weight_mode": "none",
+        "volume_weight": 20.0,
+        "inflow_mask": True,
         "disc_steps": 2,
         "lr_generator": 5e-5,
         "lr_discriminator": 2e-4,

@@ -103,6 +103,7 @@ class AdversarialModule(L.LightningModule):
         The DGMR generator (whose weights ship) and its spatial + temporal discriminator.
     recipe
         ``lead_steps``, ``grid_samples``, ``grid_weight``, ``grid_weight_mode``,
+        ``volume_weight``, ``inflow_mask`` (see :func:`~xnowcast.training.gan_step.gan_step`),
         ``disc_steps``, ``lr_generator``, ``lr_discriminator``, ``betas``.
     seed
         Seed of the latents (with the step and the rank).
@@ -144,6 +145,8 @@ class AdversarialModule(L.LightningModule):
             grid_weight=float(r["grid_weight"]),
             grid_weight_mode=str(r["grid_weight_mode"]),
             disc_steps=int(r["disc_steps"]),
+            inflow_mask=bool(r.get("inflow_mask", True)),
+            volume_weight=float(r.get("volume_weight", 0.0)),
             rng=rng,
             precision="bf16" if self.bf16 else "fp32",
             backward=self.manual_backward,
