@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xnowcast.models.lagrangian import ResidualNowcaster, zero_init
+from xnowcast.models.lagrangian import RESIDUAL_NORMALISATION, ResidualNowcaster, zero_init
 from xnowcast.models.persistence import config_settings
 from xnowcast.registry import ModelSpec, WeightsFile, register
 
@@ -154,13 +154,10 @@ SPEC = register(
         name="convlstm",
         task="nowcast",
         builder="xnowcast.models.convlstm:build_convlstm",
-        summary=("ConvLSTM encoder-forecaster forecasting growth and decay over extrapolation."),
+        summary="ConvLSTM encoder-forecaster forecasting growth and decay over extrapolation.",
         reference="Shi et al. (2015), NeurIPS 28",
         time_step_minutes=5.0,
-        normalisation=(
-            "log1p of mm/h in (inputs advected to the last input time); out: a log1p change over "
-            "extrapolation, carried along the motion"
-        ),
+        normalisation=RESIDUAL_NORMALISATION,
         default_config="small",
         weights={
             "small": WeightsFile(

@@ -46,10 +46,17 @@ from xnowcast.models.base import NowcastModel
 from xnowcast.models.extrapolation import Extrapolation
 from xnowcast.models.persistence import check_nowcast_inputs
 
-__all__ = ["FRAMES", "ResidualNowcaster", "zero_init"]
+__all__ = ["FRAMES", "RESIDUAL_NORMALISATION", "ResidualNowcaster", "zero_init"]
 
 #: The frames of reference a residual nowcaster can work in.
 FRAMES = ("lagrangian", "eulerian")
+
+
+#: What the residual nowcasters take and give (their specs' ``normalisation``).
+RESIDUAL_NORMALISATION = (
+    "log1p of mm/h in (inputs advected to the last input time); out: a log1p change over "
+    "extrapolation, carried along the motion"
+)
 
 
 class ResidualNowcaster(NowcastModel):

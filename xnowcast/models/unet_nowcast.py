@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xnowcast.models.lagrangian import ResidualNowcaster, zero_init
+from xnowcast.models.lagrangian import RESIDUAL_NORMALISATION, ResidualNowcaster, zero_init
 from xnowcast.models.persistence import config_settings
 from xnowcast.models.unet import _UNetBody
 from xnowcast.registry import ModelSpec, WeightsFile, register
@@ -97,10 +97,7 @@ SPEC = register(
         ),
         reference="Ronneberger et al. (2015); Ayzel et al. (2020), Geosci. Model Dev. 13 (RainNet)",
         time_step_minutes=5.0,
-        normalisation=(
-            "log1p of mm/h in (inputs advected to the last input time); out: a log1p change over "
-            "extrapolation, carried along the motion"
-        ),
+        normalisation=RESIDUAL_NORMALISATION,
         default_config="small",
         weights={
             "small": WeightsFile(
