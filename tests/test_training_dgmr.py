@@ -238,11 +238,15 @@ def test_one_gan_step_updates_both_networks(shared_data: Path) -> None:
         lead_steps=6,
         grid_samples=2,
         rng=torch.Generator().manual_seed(0),
+        crps_weight=5.0,
     )
-    assert set(out) == {"d_loss", "g_hinge", "grid", "volume", "g_loss", "scored"}
+    assert set(out) == {"d_loss", "g_hinge", "grid", "volume", "crps", "g_loss", "scored"}
     assert 0.3 < out["scored"] <= 1.0  # the share of target pixels the losses see
     assert all(np.isfinite(v) for v in out.values())
-    assert out["g_loss"] == pytest.approx(out["g_hinge"] + 20 * out["grid"], rel=1e-5)
+    assert out["crps"] > 0
+    assert out["g_loss"] == pytest.approx(
+        out["g_hinge"] + 20 * out["grid"] + 5 * out["crps"], rel=1e-5
+    )
     changed_g = [k for k, v in g.state_dict().items() if not torch.equal(v, before_g[k])]
     changed_d = [k for k, v in d.state_dict().items() if not torch.equal(v, before_d[k])]
     # the residual head starts at zero and moves first; the layers behind it follow
@@ -354,6 +358,11 @@ def test_train_dgmr_checkpoints_resume_and_weights(tmp_path: Path) -> None:
         **{**kwargs, "val_members": 3},
     )
     assert [h["step"] for h in revalidated.history if "val" in h] == [0, 2, 2]
+    # the change of recipe on resume is on record, and CPU time is counted
+    assert revalidated.training["recipe_changes"] == [
+        {"step": 2, "changed": {"val_members": [2, 3]}}
+    ]
+    assert full.training["cpu_time_s"] > 0
     assert revalidated.training["selected_step"] == 2
     gan_checkpoint.export_best_weights(
         tmp_path / "reval",
@@ -376,6 +385,36 @@ def test_train_dgmr_checkpoints_resume_and_weights(tmp_path: Path) -> None:
     for name in (gan_checkpoint.CHECKPOINT, gan_checkpoint.OPTIMISER):
         with safe_open(str(tmp_path / "full" / name), framework="pt") as f:
             assert len(list(f.keys())) > 0
+
+
+def test_ensemble_crps_loss_rewards_spread_that_matches_the_error() -> None:
+    from xnowcast.training.losses import ensemble_crps_loss
+
+    y = torch.zeros(1, 1, 1, 8, 8)
+    same = torch.ones(2, 1, 1, 1, 8, 8)  # two identical members: CRPS = MAE = 1
+    assert ensemble_crps_loss(same, y, pool=1).item() == pytest.approx(1.0)
+    # members 0 and 2 around a truth of 1: fair CRPS = 1 - 2 / 2 = 0, below the collapsed 1
+    spread = torch.stack([torch.zeros(1, 1, 1, 8, 8), 2 * torch.ones(1, 1, 1, 8, 8)])
+    assert ensemble_crps_loss(spread, y + 1, pool=1).item() == pytest.approx(0.0)
+    assert ensemble_crps_loss(spread, y + 1).item() == pytest.approx(0.0)  # pooled as well
+    # missing pixels do not count, and a block with a missing pixel leaves the pooled term
+    valid = torch.ones(1, 1, 1, 8, 8, dtype=torch.bool)
+    valid[..., :4, :4] = False
+    bad = same.clone()
+    bad[..., :4, :4] = 100.0
+    assert ensemble_crps_loss(bad, y, valid).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        ensemble_crps_loss(same[:1], y)
+
+
+def test_selection_penalises_members_that_do_not_differ() -> None:
+    from xnowcast.training.gan_validation import MEMBER_STD_MIN, selection_score
+
+    base = {"crps": 0.2, "volume_ratio": 1.0, "area_ratio_1": 1.0}
+    assert selection_score({**base, "member_std_60": MEMBER_STD_MIN}) == pytest.approx(0.2)
+    collapsed = selection_score({**base, "member_std_60": MEMBER_STD_MIN / 10})
+    assert collapsed == pytest.approx(2.0)  # a tenth of the spread: 10x the CRPS
+    assert selection_score({**base, "member_std_60": 0.0}) > 1e6
 
 
 def test_selection_prefers_unbiased_volume_and_area_then_lower_crps() -> None:

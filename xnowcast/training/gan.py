@@ -179,6 +179,7 @@ def train_dgmr(
     init_weights: str | os.PathLike[str] | None = None,
     inflow_mask: bool = True,
     volume_weight: float = 0.0,
+    crps_weight: float = 0.0,
 ) -> TrainResult:
     """Train DGMR on radar DataArrays; write checkpoints and the generator's weights.
 
@@ -250,6 +251,9 @@ def train_dgmr(
     volume_weight
         Weight of :func:`~xnowcast.training.losses.volume_regularizer` in the
         generator loss (0: the paper's losses only).
+    crps_weight
+        Weight of :func:`~xnowcast.training.losses.ensemble_crps_loss` of the
+        ``grid_samples`` samples in the generator loss (0: the paper's losses only).
 
     Returns
     -------
@@ -322,6 +326,7 @@ def train_dgmr(
         "val_members": val_members,
         "inflow_mask": inflow_mask,
         "volume_weight": volume_weight,
+        "crps_weight": crps_weight,
         "selection": SELECTION,
         "candidate_crops": len(sampler),
         "events": sorted(set(sampler.names)),
@@ -332,6 +337,7 @@ def train_dgmr(
     history: list[dict[str, Any]] = []
     step = 0
     wall = 0.0
+    cpu = 0.0
     best: dict[str, Any] = {}
     revalidate = False
     if init_weights is not None and resume is None:
@@ -357,8 +363,20 @@ def train_dgmr(
         step = int(meta["step"])
         history = list(meta.get("history", []))
         wall = float(meta.get("wall_time", 0.0))
+        cpu = float(meta.get("cpu_time", 0.0))
         best = dict(meta.get("best", {}))
         old = meta["args"]
+        # the recipe may change on resume (a new term, another learning rate): say at which step
+        changes = list(old.get("recipe_changes", []))
+        changed = {
+            k: [old.get(k), args[k]]
+            for k in args
+            if k not in ("events", "candidate_crops") and old.get(k) != args[k]
+        }
+        if changed:
+            changes.append({"step": int(meta["step"]), "changed": changed})
+        if changes:
+            args["recipe_changes"] = changes
         if any(
             old.get(k) != args[k] for k in ("val_crops", "val_crop", "val_members", "selection")
         ):
@@ -375,6 +393,7 @@ def train_dgmr(
             "args": args,
             "history": history,
             "wall_time": wall,
+            "cpu_time": cpu,
             "best": best,
             "sampler_rng": sampler.rng.bit_generator.state,
         }
@@ -401,6 +420,7 @@ def train_dgmr(
             **args,
             "steps": step,
             "wall_time_s": round(wall, 1),
+            "cpu_time_s": round(cpu, 1),
             "stopped_by_time_budget": stopped,
             "torch": torch.__version__,
             "device": str(dev),
@@ -427,6 +447,7 @@ def train_dgmr(
         history.append({"step": step, "wall_time": round(wall, 2), "val": validate_and_keep()})
     bar = tqdm(total=steps, initial=step, disable=not progress, desc="dgmr", dynamic_ncols=True)
     start = time.perf_counter()
+    cpu_start = time.process_time()
     spent = 0.0
     stopped_by_budget = False
     last: dict[str, float] = {}
@@ -449,16 +470,21 @@ def train_dgmr(
             precision=precision,
             inflow_mask=inflow_mask,
             volume_weight=volume_weight,
+            crps_weight=crps_weight,
         )
         step += 1
-        now = time.perf_counter()
+        now, cpu_now = time.perf_counter(), time.process_time()
+        cpu += cpu_now - cpu_start
+        cpu_start = cpu_now
         wall += now - start
         spent += now - start
         start = now
         if not all(math.isfinite(v) for v in last.values()):
             checkpoint()
             raise FloatingPointError(f"non-finite loss at step {step}: {last}")
-        history.append({"step": step, "wall_time": round(wall, 2), **last})
+        history.append(
+            {"step": step, "wall_time": round(wall, 2), "cpu_time": round(cpu, 2), **last}
+        )
         bar.update(1)
         bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()})
         if val_batch is not None and step % val_every == 0:
@@ -467,7 +493,8 @@ def train_dgmr(
             bar.write(
                 f"step {step}: " + json.dumps({k: round(v, 4) for k, v in scores_now.items()})
             )
-            start = time.perf_counter()  # validation time is not training time
+            # validation time is not training time (the CPU time counts it: it is spent on training)
+            start = time.perf_counter()
         if step % checkpoint_every == 0:
             checkpoint()
         if time_budget is not None and spent >= time_budget:
@@ -517,7 +544,10 @@ def train_dgmr(
 
 
 #: the name of the rule that picks the kept generator (stored in the run's args).
-SELECTION = "crps x exp(log-excess of volume and area ratios at 30/60/90 min)"
+SELECTION = (
+    "crps x exp(log-excess of volume and area ratios at 30/60/90 min"
+    " and of the 60-min member std below 0.05 mm/h)"
+)
 
 
 #: validation scores kept in the weights' training curve.

@@ -156,7 +156,8 @@ def export_best_weights(
     The weights are those of ``best.safetensors`` (kept by
     :func:`~xnowcast.training.gan.train_dgmr`); their ``training`` metadata gain
     the run's progress from its last checkpoint (``steps_trained``,
-    ``wall_time_trained_s``) and the validation ``curve``.  Returns the sha256.
+    ``wall_time_trained_s``, ``cpu_time_trained_s``: process CPU seconds, logged since
+    session 4, and the ``recipe_changes`` made on resumes) and the validation ``curve``.  Returns the sha256.
 
     ``curve_since`` drops the validations before that step and the duplicate
     at it (a run resumed with another validation set validates again at the
@@ -177,6 +178,9 @@ def export_best_weights(
     training = dict(meta["training"])
     training["steps_trained"] = int(ckpt["step"])
     training["wall_time_trained_s"] = round(float(ckpt["wall_time"]), 1)
+    training["cpu_time_trained_s"] = round(float(ckpt.get("cpu_time", 0.0)), 1)
+    if "recipe_changes" in ckpt["args"]:
+        training["recipe_changes"] = ckpt["args"]["recipe_changes"]
     validations = [h for h in ckpt["history"] if "val" in h]
     if curve_since is not None:
         at = [h for h in validations if h["step"] == curve_since]

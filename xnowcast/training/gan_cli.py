@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-augment", action="store_true", help="no dihedral augmentation")
     p.add_argument("--volume-weight", type=float, default=0.0, help="weight of the volume term")
     p.add_argument(
+        "--crps-weight", type=float, default=0.0, help="weight of the ensemble CRPS term"
+    )
+    p.add_argument(
         "--no-inflow-mask",
         action="store_true",
         help="also score the pixels whose extrapolation trajectory leaves the crop",
@@ -125,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         init_weights=a.init_weights,
         inflow_mask=not a.no_inflow_mask,
         volume_weight=a.volume_weight,
+        crps_weight=a.crps_weight,
         metadata={"held_out": a.val, "commit": commit, "data": "pysteps-data eaa59fb"},
     )
     print(

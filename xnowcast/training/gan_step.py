@@ -14,6 +14,7 @@ from torch import Tensor
 from xnowcast.models.dgmr import Discriminator, Generator
 from xnowcast.training.data import CropBatch
 from xnowcast.training.losses import (
+    ensemble_crps_loss,
     grid_cell_regularizer,
     hinge_discriminator_loss,
     hinge_generator_loss,
@@ -85,6 +86,7 @@ def gan_step(
     backward: Callable[[Tensor], Any] | None = None,
     inflow_mask: bool = True,
     volume_weight: float = 0.0,
+    crps_weight: float = 0.0,
 ) -> dict[str, float]:
     """One DGMR training step: ``disc_steps`` discriminator updates, one generator update.
 
@@ -108,7 +110,9 @@ def gan_step(
 
     ``volume_weight`` > 0 adds that many times
     :func:`~xnowcast.training.losses.volume_regularizer` (over the scored
-    pixels) to the generator loss.
+    pixels) to the generator loss; ``crps_weight`` > 0 adds that many times
+    :func:`~xnowcast.training.losses.ensemble_crps_loss` of the
+    ``grid_samples`` samples (which keeps the latent in use).
     """
     backward = backward or Tensor.backward
     dev = batch.inputs.device
@@ -148,6 +152,9 @@ def gan_step(
     g_loss = g_hinge + grid_weight * grid
     if volume_weight:
         g_loss = g_loss + volume_weight * volume
+    crps = ensemble_crps_loss(samples, y, valid) if crps_weight else torch.zeros(())
+    if crps_weight:
+        g_loss = g_loss + crps_weight * crps
     opt_g.zero_grad(set_to_none=True)
     backward(g_loss)
     opt_g.step()
@@ -157,6 +164,7 @@ def gan_step(
         "g_hinge": g_hinge.item(),
         "grid": grid.item(),
         "volume": volume.item(),
+        "crps": crps.item(),
         "g_loss": g_loss.item(),
         "scored": vmask.mean().item(),
     }

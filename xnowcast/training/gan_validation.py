@@ -227,6 +227,8 @@ def refresh_batchnorm(
 #: the issue-14 targets: rain volume and area >= 1 mm/h, forecast over observed, at 30-90 min.
 VOLUME_RANGE = (0.8, 1.25)
 AREA_RANGE = (0.7, 1.4)
+#: the issue-14 target: median member std at 60 min where it rains, mm/h.
+MEMBER_STD_MIN = 0.05
 
 
 def _log_excess(ratio: float, bounds: tuple[float, float]) -> float:
@@ -243,14 +245,17 @@ def selection_score(scores: dict[str, float], leads: Sequence[int] = (30, 60, 90
 
     ``crps * exp(excess)``, where ``excess`` sums, over the lead times 30, 60
     and 90 min, how far (in log units) the rain volume ratio lies outside
-    :data:`VOLUME_RANGE` and the area ratio outside :data:`AREA_RANGE`.  A
-    generator whose volume and area are on target at every lead is ranked
-    by CRPS alone; one outside is penalised in proportion: 2x too much rain
-    at 90 min costs ``exp(log(2 / 1.25)) = 1.6x`` its CRPS.  CRPS alone
+    :data:`VOLUME_RANGE` and the area ratio outside :data:`AREA_RANGE`, plus
+    how far (in log units) the median member std at 60 min lies below
+    :data:`MEMBER_STD_MIN`.  A generator whose volume, area and spread are on
+    target is ranked by CRPS alone; one outside is penalised in proportion:
+    2x too much rain at 90 min costs ``exp(log(2 / 1.25)) = 1.6x`` its CRPS,
+    members that differ by a tenth of the target cost 10x.  CRPS alone
     rewards forecasts that are too dry (the median of skewed rain is below
-    its mean), volume alone ignores skill.  Scores without the per-lead
-    ratios (earlier runs) use the 30-90 min ``volume_ratio`` and
-    ``area_ratio_1``.
+    its mean) and, on a few validation crops, ensembles whose members barely
+    differ; volume alone ignores skill.  Scores without the per-lead ratios
+    (earlier runs) use the 30-90 min ``volume_ratio`` and ``area_ratio_1``;
+    scores without ``member_std_60`` are not penalised for spread.
     """
     pairs = [(f"volume_ratio_{t}", f"area_ratio_1_{t}") for t in leads]
     if not all(v in scores and a in scores for v, a in pairs):
@@ -260,4 +265,6 @@ def selection_score(scores: dict[str, float], leads: Sequence[int] = (30, 60, 90
         + _log_excess(float(scores.get(a, np.nan)), AREA_RANGE)
         for v, a in pairs
     )
+    if "member_std_60" in scores:
+        excess += _log_excess(float(scores["member_std_60"]), (MEMBER_STD_MIN, np.inf))
     return float(scores["crps"]) * float(np.exp(min(excess, 50.0)))

@@ -8,7 +8,8 @@
   ``max(y + 1, 24)`` is read as a typo for it).
 
 Missing pixels are left out through a validity mask.  :func:`volume_regularizer`
-(not in the paper) ties the rain volume of the samples' mean to the observed one.
+(not in the paper) ties the rain volume of the samples' mean to the observed one;
+:func:`ensemble_crps_loss` (not in the paper) scores the samples as an ensemble.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "ensemble_crps_loss",
     "grid_cell_regularizer",
     "hinge_discriminator_loss",
     "hinge_generator_loss",
@@ -118,3 +120,58 @@ def volume_regularizer(
     f = (mean * v).sum(dim=(2, 3, 4)) / n
     y = (target * v).sum(dim=(2, 3, 4)) / n
     return (torch.log(f + floor) - torch.log(y + floor)).abs().mean()
+
+
+def _fair_crps(samples: Tensor, target: Tensor, v: Tensor) -> Tensor:
+    s = samples.shape[0]
+    skill = (samples - target).abs().mean(dim=0)
+    pairs = torch.zeros_like(skill)
+    for i in range(s):
+        for j in range(i + 1, s):
+            pairs = pairs + (samples[i] - samples[j]).abs()
+    crps = skill - pairs / (s * (s - 1))
+    return (crps * v).sum() / v.sum().clamp(min=1.0)
+
+
+def ensemble_crps_loss(
+    samples: Tensor, target: Tensor, valid: Tensor | None = None, *, pool: int = 4
+) -> Tensor:
+    """Fair CRPS of the samples as an ensemble (not in the paper), pixel and pooled, averaged.
+
+    ``mean_i |X_i - y| - sum_{i<j} |X_i - X_j| / (S (S - 1))`` per pixel (the
+    unbiased "fair" estimator of Ferro 2014), averaged over the valid pixels,
+    at full resolution and on ``pool`` x ``pool`` means (a block counts where
+    all of its pixels are valid); the result is the mean of the two.  The
+    second term rewards members that differ: the grid-cell term scores only
+    the samples' mean and the hinge term sees one sample at a time, so
+    neither stops the generator from ignoring its latent (the latent
+    collapsed after about 1,450 steps of the earlier recipe: median member
+    std at 60 min fell from 0.1 to 0.003 mm/h).  CRPS is the proper score the
+    ensemble is judged by.
+
+    Parameters
+    ----------
+    samples
+        ``(S, B, T, 1, H, W)`` generated samples for the same inputs, ``S >= 2``.
+    target
+        ``(B, T, 1, H, W)`` observations.
+    valid
+        Optional boolean mask like ``target``; missing pixels are excluded.
+    pool
+        Side in pixels of the pooled scale (1 or less: pixel scale only).
+    """
+    if samples.shape[0] < 2:
+        raise ValueError("the ensemble CRPS needs at least 2 samples (grid_samples >= 2)")
+    v = target.new_ones(target.shape) if valid is None else valid.to(target.dtype)
+    pixel = _fair_crps(samples, target, v)
+    if pool <= 1:
+        return pixel
+    h, w = target.shape[-2:]
+
+    def coarse(t: Tensor) -> Tensor:
+        flat = t.reshape(-1, 1, h, w)
+        out = F.avg_pool2d(flat, pool)
+        return out.reshape(*t.shape[:-2], *out.shape[-2:])
+
+    pooled = _fair_crps(coarse(samples * v), coarse(target * v), (coarse(v) > 0.999).to(v.dtype))
+    return 0.5 * (pixel + pooled)
