@@ -137,6 +137,13 @@ def test_verify_reports_the_ratio_to_the_observations(storm):
         smooth.chunk({"time": 2}), storm, metrics=["semivariogram_ratio"], variogram_lags=[1, 8]
     )
     xr.testing.assert_allclose(lazy.compute(), scores)
+    in_dbz = xnowcast.verify(
+        convert_dataarray(smooth, "dBZ"),
+        storm,
+        metrics=["semivariogram_ratio"],
+        variogram_lags=[1, 8],
+    )  # scored in rain rate, as the docs say
+    np.testing.assert_allclose(in_dbz["semivariogram_ratio"], per_frame, rtol=1e-4)
     with pytest.raises(MetricError, match="semivariogram_ratio"):
         xnowcast.verify(smooth, storm, metrics=["semivariogram"])
 
