@@ -1,4 +1,5 @@
-"""Plots for verification: score curves, forecast-vs-observation maps, power spectra.
+"""Plots for verification: score curves, forecast-vs-observation maps, power spectra,
+semivariograms.
 
 Matplotlib is imported inside the functions (``import xnowcast.plot`` stays
 cheap and works with any backend, Agg included).  Every function returns the
@@ -22,7 +23,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.colors import Colormap
     from matplotlib.figure import Figure
 
-__all__ = ["plot_forecast_panel", "plot_psd", "plot_scores", "radar_colormap"]
+__all__ = [
+    "plot_forecast_panel",
+    "plot_psd",
+    "plot_scores",
+    "plot_semivariogram",
+    "radar_colormap",
+]
 
 # light blue -> blue -> green -> yellow -> orange -> red -> magenta, as radar displays
 _RADAR_COLOURS = (
@@ -314,6 +321,77 @@ def plot_psd(
     ax.set_xlabel(f"wavelength [{last['wavelength'].attrs.get('units', '')}]")
     ax.set_ylabel(f"power spectral density [{last.attrs.get('units', '')}]")
     ax.set_title("radially averaged power spectrum")
+    if any(label for label in entries):
+        ax.legend(fontsize="small")
+    ax.grid(True, which="both", alpha=0.3)
+    return ax
+
+
+def plot_semivariogram(
+    curves: xr.DataArray | Mapping[str, xr.DataArray],
+    *,
+    ax: Axes | None = None,
+    var: str | None = None,
+    lags: Sequence[int | str] | None = None,
+    **line_kwargs: Any,
+) -> Axes:
+    """Empirical semivariograms against lag distance (log-log), one line per entry.
+
+    Parameters
+    ----------
+    curves
+        Outputs of :func:`xnowcast.verification.semivariogram`, or fields (rain
+        rate or reflectivity; scored as ``log(1 + R)`` here); a mapping draws one
+        labelled line per entry.  Any dims besides ``lag`` are averaged.
+    ax
+        Axes to draw on; a new figure when ``None``.
+    var
+        Variable name for Dataset fields.
+    lags
+        Lags for fields (grid cells or lengths); default 1 to 64 cells by powers of 2.
+    **line_kwargs
+        Passed to :meth:`matplotlib.axes.Axes.loglog`.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        Lag on the x axis (km on a metric grid, else grid cells).
+
+    Raises
+    ------
+    DataValueError
+        When an entry has no pair of known cells at any lag.
+    """
+    import matplotlib.pyplot as plt
+
+    from xnowcast.verification import semivariogram
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    entries = {"": curves} if isinstance(curves, (xr.DataArray, xr.Dataset)) else dict(curves)
+    last: xr.DataArray | None = None
+    for i, (label, item) in enumerate(entries.items()):
+        if "lag" in getattr(item, "dims", ()):
+            gamma = item
+        else:
+            gamma = semivariogram(item, var=var, lags=lags or (1, 2, 4, 8, 16, 32, 64))
+        others = [d for d in gamma.dims if d != "lag"]
+        mean = gamma.mean(others) if others else gamma
+        if not np.isfinite(mean.values).any():
+            raise DataValueError(
+                f"No semivariogram for {label or 'the fields'!s}: no pair of known cells "
+                "at any lag (all missing, or lags larger than the field)."
+            )
+        mean = mean.isel(lag=np.flatnonzero(np.isfinite(mean.values)))  # lags with pairs
+        x = mean["lag_distance"] if "lag_distance" in mean.coords else mean["lag"]
+        colour = f"C{i % 10}"
+        ax.loglog(x.values, mean.values, "o-", color=colour, label=label or None, **line_kwargs)
+        last = x
+    assert last is not None
+    unit = "km" if last.name == "lag_distance" else "grid cells"
+    ax.set_xlabel(f"lag [{unit}]")
+    ax.set_ylabel(f"semivariogram [{mean.attrs.get('units', '')}]")
+    ax.set_title(mean.attrs.get("long_name", "empirical semivariogram"), fontsize="medium")
     if any(label for label in entries):
         ax.legend(fontsize="small")
     ax.grid(True, which="both", alpha=0.3)

@@ -17,6 +17,7 @@ module             scores
 ``structural``     SSIM (FC-ZSM paper)
 ``learned``        the AtmoDist distance of a self-supervised radar encoder (torch, at call time)
 ``spectral``       radially averaged power spectral density
+``variogram``      empirical semivariogram and its forecast / observation ratio
 ``registry``       metric metadata (:class:`MetricInfo`)
 =================  ==========================================================
 """
@@ -52,6 +53,11 @@ from xnowcast.metrics.spatial import (
 )
 from xnowcast.metrics.spectral import rapsd, rapsd_wavenumbers
 from xnowcast.metrics.structural import ssim, ssim_terms_array
+from xnowcast.metrics.variogram import (
+    semivariogram,
+    semivariogram_ratio_terms,
+    semivariogram_sums,
+)
 
 __all__ = [
     "CATEGORICAL_SCORES",
@@ -83,6 +89,9 @@ __all__ = [
     "rapsd",
     "rapsd_wavenumbers",
     "rmse",
+    "semivariogram",
+    "semivariogram_ratio_terms",
+    "semivariogram_sums",
     "ssim",
     "ssim_terms_array",
 ]

@@ -39,7 +39,8 @@ class MetricInfo:
     kind
         ``categorical`` (contingency table of events ``>= threshold``),
         ``continuous`` (point-wise errors), ``probabilistic`` (scores the ensemble
-        as a distribution), ``neighbourhood`` (FSS) or ``structural`` (SSIM).
+        as a distribution), ``neighbourhood`` (FSS) or ``structural`` (SSIM, the
+        learned distance, the semivariogram ratio).
     needs_threshold
         Computed at each threshold (a ``threshold`` dim in the result).
     needs_ensemble
@@ -132,6 +133,15 @@ _ENTRIES = (
         "structural",
         poolable=False,
     ),
+    MetricInfo(
+        "semivariogram_ratio",
+        "semivariogram of the forecast over the observation's, by lag, of log(1 + R)",
+        "closer",
+        1.0,
+        "1",
+        "structural",
+        poolable=False,
+    ),
 )
 
 METRICS: dict[str, MetricInfo] = {m.name: m for m in _ENTRIES}
@@ -158,6 +168,12 @@ def metric_info(name: str) -> MetricInfo:
         hint = (
             " The power spectrum is not a score reduced over space: use "
             "xnowcast.verification.power_spectrum(field) and xnowcast.plot.plot_psd."
+        )
+    elif key in {"semivariogram", "variogram", "variogram_ratio"}:
+        hint = (
+            " verify reports the semivariogram of the forecast over the observation's as "
+            "'semivariogram_ratio'; the curve itself is xnowcast.verification.semivariogram(field) "
+            "(xnowcast.plot.plot_semivariogram draws it)."
         )
     elif key in {"frequency_bias", "bias_score"}:
         hint = " The frequency bias is called 'fbias'; 'bias' is the mean error."

@@ -19,11 +19,13 @@ module             job
 ``alignment``      :func:`align_observations`: observations at the valid times
 ``lengths``        lengths such as ``"4 km"`` as whole numbers of grid cells
 ``spectrum``       :func:`power_spectrum` of fields with CF axes and units
+``variogram``      :func:`semivariogram` of such fields; the ratio ``verify`` reports
 =================  =============================================================
 """
 
 from xnowcast.verification.alignment import align_observations
 from xnowcast.verification.scoring import verify
 from xnowcast.verification.spectrum import power_spectrum
+from xnowcast.verification.variogram import semivariogram
 
-__all__ = ["align_observations", "power_spectrum", "verify"]
+__all__ = ["align_observations", "power_spectrum", "semivariogram", "verify"]

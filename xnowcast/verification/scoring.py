@@ -29,6 +29,13 @@ from xnowcast.metrics.sums import SumsPlan, score_sums, scores_from_sums
 from xnowcast.units import convert_dataarray, to_data_units, unit_kind, units_of
 from xnowcast.verification.alignment import align_observations, find_axes, lead_step
 from xnowcast.verification.lengths import grid_cells, metric_spacing
+from xnowcast.verification.variogram import (
+    DEFAULT_LAGS,
+    LAG,
+    RATIO_COMMENT,
+    lag_cells,
+    semivariogram_ratio,
+)
 
 __all__ = ["verify"]
 
@@ -37,7 +44,7 @@ Length = int | str | pint.Quantity
 Forecast = xr.DataArray | xr.Dataset
 THRESHOLD, SCALE, WINDOW = "threshold", "scale", "window"
 _CONTINUOUS = ("mse", "mae", "rmse", "bias")
-_WHOLE_FIELD = ("fss", "ssim", "atmodist")
+_WHOLE_FIELD = ("fss", "ssim", "atmodist", "semivariogram_ratio")
 #: Reflectivity is scored in this rain rate by the amount scores (errors, CRPS).
 RAIN_RATE = "mm h-1"
 #: Provenance attributes of a forecast, as written by xnowcast's pipelines
@@ -65,6 +72,7 @@ def verify(
     fss_padding: Literal["valid", "zeros"] = "valid",
     ssim_window: int = 7,
     ssim_data_range: float | None = None,
+    variogram_lags: Length | Sequence[Length] = DEFAULT_LAGS,
     common_mask: bool | None = None,
 ) -> xr.Dataset | dict[str, xr.Dataset]:
     """Score a forecast (or several, side by side) against observations.
@@ -87,7 +95,10 @@ def verify(
         ``pod``, ``far``, ``fbias``, ``ets``, ``crps``, ``mse``, ``mae``,
         ``rmse``, ``bias``, ``fss``, ``ssim``, ``atmodist`` (the learned distance of a
         self-supervised radar encoder, computed in mm/h: 0 for identical fields, 1 for
-        radar fields an hour apart; see :mod:`xnowcast.metrics.learned`).
+        radar fields an hour apart; see :mod:`xnowcast.metrics.learned`),
+        ``semivariogram_ratio`` (the forecast's empirical semivariogram of
+        ``log(1 + R)`` over the observation's, by lag; 1 is perfect, below 1
+        smoother; see :mod:`xnowcast.metrics.variogram`).
     thresholds
         Event thresholds (events are values ``>= threshold``): numbers in the
         forecast's units, strings such as ``"1 mm/h"`` or pint quantities, which
@@ -116,6 +127,8 @@ def verify(
     ssim_window, ssim_data_range
         SSIM window side (cells) and data range ``L``; by default ``L`` is the
         range (max - min) of the observations being scored.
+    variogram_lags
+        Lags of ``semivariogram_ratio`` (a ``lag`` dim): grid cells or lengths.
     common_mask
         With several forecasts: score every system on the same pixels, those
         known (not NaN) in all of them (and cut to the init and lead times they
@@ -165,6 +178,7 @@ def verify(
         "fss_padding": fss_padding,
         "ssim_window": ssim_window,
         "ssim_data_range": ssim_data_range,
+        "variogram_lags": variogram_lags,
     }
     if isinstance(forecast, (xr.DataArray, xr.Dataset)) or not isinstance(forecast, Mapping):
         return _verify_one(forecast, observations, **options)
@@ -215,6 +229,7 @@ def _verify_one(
     fss_padding: Literal["valid", "zeros"],
     ssim_window: int,
     ssim_data_range: float | None,
+    variogram_lags: Length | Sequence[Length],
     original: Forecast | None = None,
 ) -> xr.Dataset:
     infos = [metric_info(name) for name in _names(metrics)]
@@ -307,13 +322,19 @@ def _verify_one(
     if "ssim" in wanted:
         fc_m, obs_m = mask_pair(fc, aligned, member)
         out["ssim"] = _ssim(fc_m, obs_m, space, deterministic, ssim_window, ssim_data_range)
-    if "atmodist" in wanted:
+    if "atmodist" in wanted or "semivariogram_ratio" in wanted:  # scored in rain rate
         rate_fc, rate_obs = fc, aligned
         if units not in ("mm/h", "mm h-1"):
             rate_fc = convert_dataarray(fc, RAIN_RATE, time_step=step)
             rate_obs = convert_dataarray(aligned, RAIN_RATE, time_step=step)
         fc_m, obs_m = mask_pair(rate_fc, rate_obs, member)
-        out["atmodist"] = _field_mean(atmodist_terms_array, fc_m, obs_m, space, deterministic)
+        if "atmodist" in wanted:
+            out["atmodist"] = _field_mean(atmodist_terms_array, fc_m, obs_m, space, deterministic)
+        if "semivariogram_ratio" in wanted:
+            lags = lag_cells(variogram_lags, spacing)
+            out["semivariogram_ratio"] = semivariogram_ratio(
+                fc_m, obs_m, space, deterministic, lags, spacing
+            )
 
     data_vars = {}
     for info in infos:
@@ -337,6 +358,8 @@ def _verify_one(
                 "self-supervised radar encoder (xnowcast.metrics.learned), in mm/h; "
                 "0: identical, 1: radar fields 60 minutes apart"
             )
+        if info.name == "semivariogram_ratio":
+            da.attrs["comment"] = RATIO_COMMENT
         data_vars[info.name] = da
     result = xr.Dataset(data_vars)
     result = _label_coords(result, given_thresholds, units, pooling)
@@ -537,7 +560,7 @@ def _label_coords(ds: xr.Dataset, given: list[Any], units: str, pooling: str) ->
 
 
 def _order(dims: Iterable[Hashable]) -> list[Hashable]:
-    first = [cv.INIT_TIME, cv.LEAD_TIME, THRESHOLD, WINDOW, SCALE]
+    first = [cv.INIT_TIME, cv.LEAD_TIME, THRESHOLD, WINDOW, SCALE, LAG]
     dims = list(dims)
     return [d for d in first if d in dims] + [d for d in dims if d not in first]
 
