@@ -297,6 +297,7 @@ def test_train_dgmr_checkpoints_resume_and_weights(tmp_path: Path) -> None:
         val_members=2,
         progress=False,
         bn_batches=1,
+        ema_decay=0.5,
     )
     full = gan.train_dgmr(da, steps=2, out_dir=tmp_path / "full", val_data=da, **kwargs)
     gan.train_dgmr(da, steps=1, out_dir=tmp_path / "half", val_data=da, **kwargs)
@@ -385,6 +386,26 @@ def test_train_dgmr_checkpoints_resume_and_weights(tmp_path: Path) -> None:
     for name in (gan_checkpoint.CHECKPOINT, gan_checkpoint.OPTIMISER):
         with safe_open(str(tmp_path / "full" / name), framework="pt") as f:
             assert len(list(f.keys())) > 0
+
+
+def test_moving_average_of_the_generator(tmp_path: Path) -> None:
+    da = field(frames=30, size=128)
+    da.values[:, :, :] = np.where(np.isnan(da.values), 0.0, da.values)
+    kwargs = dict(config=TINY, crop=128, batch_size=1, lead_steps=4, grid_samples=2, seed=5)
+    run = gan.train_dgmr(
+        da, steps=1, out_dir=tmp_path, progress=False, bn_batches=1, ema_decay=0.25, **kwargs
+    )
+    torch.manual_seed(5)  # the generator as train_dgmr built it, before its one step
+    start = dict(dgmr.build_generator(run.config).named_parameters())
+    tensors, meta = gan.load_checkpoint(tmp_path)
+    after = gan_checkpoint.strip_prefix(tensors, "generator")
+    ema = gan_checkpoint.strip_prefix(tensors, "ema")
+    assert meta["args"]["ema_decay"] == 0.25
+    moved = 0
+    for name, p0 in start.items():
+        torch.testing.assert_close(ema[name], 0.25 * p0 + 0.75 * after[name], msg=name)
+        moved += int(not torch.equal(after[name], p0))
+    assert moved > 0  # the step changed the generator, and the average followed
 
 
 def test_ensemble_crps_loss_rewards_spread_that_matches_the_error() -> None:

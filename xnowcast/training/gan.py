@@ -180,6 +180,7 @@ def train_dgmr(
     inflow_mask: bool = True,
     volume_weight: float = 0.0,
     crps_weight: float = 0.0,
+    ema_decay: float = 0.0,
 ) -> TrainResult:
     """Train DGMR on radar DataArrays; write checkpoints and the generator's weights.
 
@@ -254,6 +255,13 @@ def train_dgmr(
     crps_weight
         Weight of :func:`~xnowcast.training.losses.ensemble_crps_loss` of the
         ``grid_samples`` samples in the generator loss (0: the paper's losses only).
+    ema_decay
+        > 0: keep an exponential moving average of the generator's parameters
+        (``ema = decay * ema + (1 - decay) * generator`` after every generator
+        step; buffers copied), as BigGAN does, and validate, keep and export
+        that average instead of the last generator: one GAN step moves the
+        rain volume at 90 min by up to 30 %, the average does not.  A run
+        resumed from a checkpoint without an average starts it from the generator.
 
     Returns
     -------
@@ -327,6 +335,7 @@ def train_dgmr(
         "inflow_mask": inflow_mask,
         "volume_weight": volume_weight,
         "crps_weight": crps_weight,
+        "ema_decay": ema_decay,
         "selection": SELECTION,
         "candidate_crops": len(sampler),
         "events": sorted(set(sampler.names)),
@@ -353,9 +362,13 @@ def train_dgmr(
             "steps": done.get("selected_step", done.get("steps")),
             "recipe": {k: done.get(k) for k in ("grid_weight_mode", "lr_generator", "crop")},
         }
+    ema: Generator | None = None
     if resume is not None:
         tensors, meta = load_checkpoint(resume)
         generator.load_state_dict(strip_prefix(tensors, "generator"))
+        if ema_decay > 0 and any(k.startswith("ema.") for k in tensors):
+            ema = build_generator(cfg).to(dev)
+            ema.load_state_dict(strip_prefix(tensors, "ema"))
         discriminator.load_state_dict(strip_prefix(tensors, "discriminator"))
         rng.set_state(tensors["rng.torch"])
         load_optimisers(resume, opt_g, opt_d)
@@ -386,6 +399,19 @@ def train_dgmr(
             args["initialised_from"] = meta["args"]["initialised_from"]
         args["resumed_at"] = [*meta["args"].get("resumed_at", []), step]
 
+    if ema_decay > 0 and ema is None:
+        ema = copy.deepcopy(generator)
+    if ema is not None:
+        ema.requires_grad_(False)
+
+    def update_ema() -> None:
+        assert ema is not None
+        with torch.no_grad():
+            for avg, now in zip(ema.parameters(), generator.parameters(), strict=True):
+                avg.lerp_(now, 1.0 - ema_decay)
+            for avg, now in zip(ema.buffers(), generator.buffers(), strict=True):
+                avg.copy_(now)
+
     def checkpoint() -> Path:
         meta = {
             "step": step,
@@ -397,7 +423,7 @@ def train_dgmr(
             "best": best,
             "sampler_rng": sampler.rng.bit_generator.state,
         }
-        path = save_checkpoint(out, generator, discriminator, opt_g, opt_d, meta, rng)
+        path = save_checkpoint(out, generator, discriminator, opt_g, opt_d, meta, rng, ema)
         (out / "history.json").write_text(json.dumps(history, indent=1))
         return path
 
@@ -411,7 +437,7 @@ def train_dgmr(
     def inference_copy() -> Generator:
         # a copy with standing batch-norm statistics; the training state stays untouched
         # (the forward passes would also move the spectral-norm vectors)
-        ev = copy.deepcopy(generator)
+        ev = copy.deepcopy(ema if ema is not None else generator)
         refresh_batchnorm(ev, bn_inputs(), lead_steps, seed)
         return ev
 
@@ -472,6 +498,8 @@ def train_dgmr(
             volume_weight=volume_weight,
             crps_weight=crps_weight,
         )
+        if ema is not None:
+            update_ema()
         step += 1
         now, cpu_now = time.perf_counter(), time.process_time()
         cpu += cpu_now - cpu_start

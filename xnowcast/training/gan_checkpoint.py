@@ -72,13 +72,16 @@ def save_checkpoint(
     opt_d: torch.optim.Optimizer,
     meta: dict[str, Any],
     rng: torch.Generator,
+    ema: Generator | None = None,
 ) -> Path:
-    """Write the models, RNG state and ``meta`` (JSON) and the Adam states into ``out_dir``."""
+    """Write the models (and the generator's moving average ``ema``), RNG state and
+    ``meta`` (JSON) and the Adam states into ``out_dir``."""
     from safetensors.torch import save_file
 
     tensors = {
         **_state_tensors(generator, "generator"),
         **_state_tensors(discriminator, "discriminator"),
+        **(_state_tensors(ema, "ema") if ema is not None else {}),
     }
     tensors["rng.torch"] = rng.get_state()
     path = out_dir / CHECKPOINT

@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-augment", action="store_true", help="no dihedral augmentation")
     p.add_argument("--volume-weight", type=float, default=0.0, help="weight of the volume term")
     p.add_argument(
+        "--ema-decay", type=float, default=0.0, help="moving average of the generator (0: none)"
+    )
+    p.add_argument(
         "--crps-weight", type=float, default=0.0, help="weight of the ensemble CRPS term"
     )
     p.add_argument(
@@ -129,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inflow_mask=not a.no_inflow_mask,
         volume_weight=a.volume_weight,
         crps_weight=a.crps_weight,
+        ema_decay=a.ema_decay,
         metadata={"held_out": a.val, "commit": commit, "data": "pysteps-data eaa59fb"},
     )
     print(
