@@ -78,8 +78,10 @@ def test_downscaler_round_trip_same_tensors_and_output(tmp_path: Path) -> None:
     """A tiny downscaling U-Net: re-exported, it downscales exactly as before."""
     scores = {"model": {"mse": 0.9, "ssim": 0.5}, "trilinear": {"mse": 1.0, "ssim": 0.5}}
     old, _ = _old_weights(tmp_path, "downscale/unet", scores, time_steps_minutes=[10.0])
+    old.chmod(0o644)
     done = reexport("downscale/unet", old, tmp_path / "new", data="sample")
     assert done.path == tmp_path / "new" / old.name and done.sha256 == file_sha256(done.path)
+    assert done.path.stat().st_mode == old.stat().st_mode  # not safetensors' 0600
     held = _check_export(old, done.path, "downscale", "supervised")
     assert held["windows"] >= 1 and np.isfinite(held["model"]["mse"])
     assert held["model"]["mse"] != held["trilinear"]["mse"]  # the model is not the baseline

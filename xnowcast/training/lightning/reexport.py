@@ -35,6 +35,7 @@ import json
 import math
 import os
 import platform
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -297,6 +298,7 @@ def reexport(
                 f"{target} loaded through the registry scores {again} on the held-out windows, "
                 f"not {scores} as {source}: it was not written"
             )
+        shutil.copymode(source, scratch)  # safetensors writes 0600: keep the source's mode
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)
