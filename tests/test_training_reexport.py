@@ -39,16 +39,16 @@ OLD_RECORD = {
 
 
 def _old_weights(
-    tmp_path: Path, name: str, scores: dict[str, Any], **extra: Any
+    tmp_path: Path, name: str, scores: dict[str, Any], seed: int = 3, **extra: Any
 ) -> tuple[Path, Any]:
     """A tiny model saved as an older trainer saves it (random weights, its own record)."""
-    torch.manual_seed(3)
+    torch.manual_seed(seed)
     trainable = build_trainable(name, "tiny")
     model = trainable.model
     with torch.no_grad():  # no zero-initialised head: the output depends on every tensor
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    path = tmp_path / f"old-{trainable.name}.safetensors"
+    path = tmp_path / f"old-{trainable.name}-{seed}.safetensors"
     record = {**OLD_RECORD, "config": "tiny", **extra}
     meta = {"model": trainable.name, "config": dict(model.config), "training": record}
     save_weights(model.state_dict(), path, {**meta, "scores": scores})
@@ -139,6 +139,10 @@ def test_refused_cases_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFi
     save_weights(state, tmp_path / "lies.safetensors", {**meta, "config": bigger})
     with pytest.raises(WeightsError, match="does not fit 'unet' built from its stored config"):
         reexport("downscale/unet", tmp_path / "lies.safetensors", tmp_path / "y", data="sample")
+    done = reexport("downscale/unet", old, tmp_path / "z.safetensors", data="sample")
+    other, _ = _old_weights(tmp_path, "downscale/unet", {}, seed=4)  # same target, same process
+    again = reexport("downscale/unet", other, tmp_path / "z.safetensors", data="sample")
+    assert again.heldout_scores != done.heldout_scores
     done = reexport("downscale/unet", old, tmp_path / "z.safetensors", data="sample")
     with pytest.raises(WeightsError, match="written by the Lightning path already"):
         reexport("downscale/unet", done.path, tmp_path / "again.safetensors", data="sample")

@@ -36,6 +36,7 @@ import math
 import os
 import platform
 import shutil
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -273,7 +274,8 @@ def reexport(
     stored = dict(meta.get("scores") or {})
     target = _target(out, source)
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.with_name(f".{target.stem}.{os.getpid()}.reexport.safetensors")
+    # a new name per call: the registry caches loaded modules by path
+    scratch = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:12]}.reexport.safetensors")
     try:
         sha = export_weights(
             trainable,
