@@ -32,9 +32,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "xnowcast" / "weights"
 #: Shipped weights and their sha256 (also given to the registry).  The ``zsm-compact`` and
 #: ``fczsm-compact`` weights of the trilinear-residual ZSM are retired (see docs/models.rst).
 SHIPPED = {
-    "zsm-flowprior.safetensors": "cbed0e2a21e602ee09af7a8615d35abdbc01465cb8b62d8de8dce454135b53fe",
-    "unet-compact.safetensors": "8ac4bf0338022eec02568510285a81f5d0567689a93807548c0b57649e61050e",
-    "unet3d-compact.safetensors": "347e6341c14fd908db0a0b571606ccd6bc51b731d29bc3fae3b69060085370ae",
+    "zsm-flowprior.safetensors": "aaa8f18b35dee007be609688e6c98b9f1622aa9dada560f896fc971e255a2067",
+    "unet-compact.safetensors": "3e2cb92e19a52d027e26879048cf581fdd990c9d63d01d61c6f10f13439213c9",
+    "unet3d-compact.safetensors": "f7658b57db595711a39f0c1ecd0fb470bfaa644bca4ad373d4b592811efd645f",
 }
 
 

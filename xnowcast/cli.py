@@ -169,9 +169,50 @@ def _cmd_models(args: argparse.Namespace) -> None:
         )
 
 
+#: ``xnowcast train`` options that shape a training run, meaningless for ``--reexport``.
+_TRAINING_ONLY = ("config", "max_steps", "max_time", "resume", "batch_size", "crop", "lr")
+
+
+def _cmd_reexport(args: argparse.Namespace) -> None:
+    from xnowcast.errors import TrainingError
+    from xnowcast.training.command import reexport
+
+    given = [f"--{k.replace('_', '-')}" for k in _TRAINING_ONLY if getattr(args, k) is not None]
+    if given or args.devices != 1 or args.strategy != "auto" or args.precision != "32":
+        raise TrainingError(
+            f"--reexport trains nothing: drop {', '.join(given) or 'the training options'} "
+            "(it takes --data, --out, --factor, --time-factor, --seed, --accelerator, --var)"
+        )
+    accelerator = "cpu" if args.accelerator == "auto" else args.accelerator
+    done = reexport(
+        args.model,
+        args.reexport,
+        out=args.out,
+        data=args.data,
+        factor=args.factor,
+        time_factor=args.time_factor,
+        seed=args.seed,
+        accelerator=accelerator,
+        var=args.var,
+    )
+    from xnowcast.training.lightning.reexport import comparable_scores
+
+    print(f"xnowcast train --reexport: {done.source} (sha256 {done.source_sha256[:12]})")
+    print(f"  -> {done.path} (sha256 {done.sha256})")
+    print("  same tensors; the written file scores as the source on the held-out windows")
+    for row in comparable_scores(done.stored_scores, done.heldout_scores):
+        print(
+            f"  {row['metric']:<36} stored {row['stored']:.4g}   Lightning held-out "
+            f"{row['lightning']:.4g}   ({row['better']} is better; other windows)"
+        )
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from xnowcast.training.command import train
 
+    if args.reexport is not None:
+        _cmd_reexport(args)
+        return
     weights = train(
         args.model,
         data=args.data,
@@ -317,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         xnowcast train dgmr --data 's3://bucket/radar.zarr' --devices 8 --accelerator gpu \\
             --precision bf16-mixed --max-time 08:00:00 --out dgmr-run/
         xnowcast train fczsm --data 'radar/mch/*/*.gif' --max-steps 2000 --out fczsm-run/
+        xnowcast train dgmr --reexport old/dgmr.safetensors --data rmi-20210704 --out new/
     """,
     )
     p.add_argument("model", nargs="?", default=None, help="model to train (optional with --resume)")
@@ -340,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="data-loader processes per device")
     p.add_argument("--var", default=None, help="variable of a Dataset to train on")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--reexport",
+        default=None,
+        metavar="WEIGHTS",
+        help="write these weights (of an older trainer) through the Lightning path, untrained: "
+        "held-out scores on --data (default rmi-20210704), --out file or folder",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = add(

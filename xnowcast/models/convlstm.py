@@ -162,7 +162,7 @@ SPEC = register(
         weights={
             "small": WeightsFile(
                 "convlstm-small.safetensors",
-                "aefdb9913b053b193c4c4698770c931cad5e24ef51859df949950b883f5136b8",
+                "54695051b1789cd7be36c30a5e4dc7004e0b1898f1457c793f7e018152267a3c",
             )
         },
         default_weights="small",

@@ -239,7 +239,7 @@ SPEC = register(
         weights={
             "radar": WeightsFile(
                 "srgan-radar.safetensors",
-                "cfae5252ce47958a780cf5751d13b7e18a847aa4520e9aa063c864bce382c4c1",
+                "e7fa6482e96690ba82d80b0f7866f17770098ad57eb028d3efb3d3dbdf8476a7",
             )
         },
         default_weights="radar",

@@ -218,7 +218,7 @@ UNET_SPEC = register(
         weights={
             "compact": WeightsFile(
                 "unet-compact.safetensors",
-                "8ac4bf0338022eec02568510285a81f5d0567689a93807548c0b57649e61050e",
+                "3e2cb92e19a52d027e26879048cf581fdd990c9d63d01d61c6f10f13439213c9",
             )
         },
         **_UNET_COMMON,
@@ -233,7 +233,7 @@ UNET3D_SPEC = register(
         weights={
             "compact": WeightsFile(
                 "unet3d-compact.safetensors",
-                "347e6341c14fd908db0a0b571606ccd6bc51b731d29bc3fae3b69060085370ae",
+                "f7658b57db595711a39f0c1ecd0fb470bfaa644bca4ad373d4b592811efd645f",
             )
         },
         **_UNET_COMMON,

@@ -102,7 +102,7 @@ SPEC = register(
         weights={
             "small": WeightsFile(
                 "unet-nowcast-small.safetensors",
-                "67a5a2cfe7d5c49cb39a6dcdf1ae01969dfbd911e9dd0d40b69b107a8b6adeb4",
+                "926311f2a6394141dacdaebf39760040a1242b87600e2c78cf7696f82cd7fd07",
             )
         },
         default_weights="small",

@@ -567,7 +567,7 @@ ZSM_SPEC = register(
         weights={
             "flowprior": WeightsFile(
                 "zsm-flowprior.safetensors",
-                "cbed0e2a21e602ee09af7a8615d35abdbc01465cb8b62d8de8dce454135b53fe",
+                "aaa8f18b35dee007be609688e6c98b9f1622aa9dada560f896fc971e255a2067",
             )
         },
         default_weights="flowprior",

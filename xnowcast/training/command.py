@@ -14,7 +14,7 @@ from typing import Any
 
 from xnowcast.errors import TrainingError
 
-__all__ = ["parse_max_time", "train"]
+__all__ = ["parse_max_time", "reexport", "train"]
 
 ACCELERATORS = ("cpu", "gpu", "auto")
 STRATEGIES = ("auto", "ddp")
@@ -150,4 +150,69 @@ def train(
         num_workers=int(num_workers),
         var=var,
         progress=progress,
+    )
+
+
+def reexport(
+    model: str | None,
+    weights: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    data: str | Sequence[str] | Any | None = None,
+    factor: int | None = None,
+    time_factor: int | None = None,
+    seed: int | None = None,
+    accelerator: str = "cpu",
+    var: str | None = None,
+) -> Any:
+    """Re-export weights of an older trainer through the Lightning path (no training).
+
+    ``xnowcast train MODEL --reexport WEIGHTS [--data D] --out FILE_OR_DIR``: the same
+    tensors, scored on the held-out event's windows as a Lightning run scores them, written
+    with the metadata of a Lightning-trained file; the original training record is
+    kept.  See :mod:`xnowcast.training.lightning.reexport`.
+
+    Parameters
+    ----------
+    model
+        The registered model the weights belong to (``"TASK/NAME"`` for a name both
+        tasks use).
+    weights
+        The weights file to re-export.
+    out
+        File or folder to write (default: ``weights`` itself, replaced after the checks).
+    data
+        Data holding the held-out event, RMI 2021-07-04 (default: the dataset
+        ``rmi-20210704``).
+    factor, time_factor
+        Refinement a downscaler is scored at (default: its stored config's, else 2).
+    seed
+        Seed of ensemble members' latents (default 0).
+    accelerator
+        ``"cpu"``, ``"gpu"`` or ``"auto"``.
+    var
+        Variable of a Dataset.
+
+    Returns
+    -------
+    xnowcast.training.lightning.reexport.Reexport
+    """
+    if model is None:
+        raise TrainingError(
+            "name the model of the weights (e.g. `xnowcast train zsm --reexport W`)"
+        )
+    if accelerator not in ACCELERATORS:
+        raise TrainingError(f"accelerator must be one of {ACCELERATORS}, not {accelerator!r}")
+    from xnowcast.training.lightning.reexport import reexport as run
+
+    return run(
+        model,
+        weights,
+        weights if out is None else out,
+        data="rmi-20210704" if data is None else data,
+        factor=factor,
+        time_factor=time_factor,
+        seed=0 if seed is None else int(seed),
+        accelerator=accelerator,
+        var=var,
     )

@@ -30,10 +30,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from xnowcast.errors import TrainingError
 from xnowcast.training.data import CropBatch
 from xnowcast.training.lightning.sources import (
     HOLDOUT_DATES,
     Stream,
+    heldout_streams,
     open_sources,
     split_holdout,
 )
@@ -203,6 +205,9 @@ class RadarDataModule(L.LightningDataModule):
         (:class:`~xnowcast.training.lightning.windows.WindowSampler`).
     num_workers
         Loader processes (0: batches are made in the training process).
+    heldout_only
+        Read only the frames on ``holdout_dates`` (which the data must hold), for
+        :meth:`heldout_batch`: scoring trained weights, no training windows.
     """
 
     def __init__(
@@ -223,6 +228,7 @@ class RadarDataModule(L.LightningDataModule):
         m: float = 0.1,
         max_missing: float = 0.05,
         num_workers: int = 0,
+        heldout_only: bool = False,
     ) -> None:
         super().__init__()
         multiple = task.spatial_multiple * getattr(task, "factor", 1)
@@ -237,12 +243,18 @@ class RadarDataModule(L.LightningDataModule):
         self.val_sampler: WindowSampler | None = None
         self.statics: list[np.ndarray] | None = None
         self.split = ""
+        self.heldout_only = heldout_only
 
     def setup(self, stage: str | None = None) -> None:
         """Open the sources, hold out the validation days, index the windows."""
-        if self.train_sampler is not None:
+        if self.train_sampler is not None or self.val_sampler is not None:
             return
         streams = open_sources(self.data, self.var)
+        if self.heldout_only:
+            val = heldout_streams(streams, self.holdout_dates)
+            self.val_sampler = WindowSampler(val, self.task.frames, self.crop, **self.sampling)
+            self.split = f"only the frames on {', '.join(self.holdout_dates)} (nothing trained)"
+            return
         train, val, self.split = split_holdout(
             streams, self.holdout_dates, self.val_fraction, self.task.frames
         )
@@ -258,7 +270,8 @@ class RadarDataModule(L.LightningDataModule):
     def dataset(self, start_step: int = 0, rank: int = 0) -> WindowDataset:
         """The training batches of ``rank`` from ``start_step`` on."""
         self.setup()
-        assert self.train_sampler is not None
+        if self.train_sampler is None:
+            raise TrainingError("this data module reads held-out frames only: nothing to train on")
         return WindowDataset(
             self.train_sampler,
             self.task,
@@ -308,13 +321,13 @@ class RadarDataModule(L.LightningDataModule):
     def describe(self) -> dict[str, Any]:
         """The data record of the training metadata."""
         self.setup()
-        assert self.train_sampler is not None
-        out = {
+        out: dict[str, Any] = {
             "source": self.data if isinstance(self.data, str | list) else "in-memory xarray",
             "split": self.split,
-            "train": self.train_sampler.describe(),
-            "augment": "dihedral" if self.augment else "none",
         }
+        if self.train_sampler is not None:
+            out["train"] = self.train_sampler.describe()
+            out["augment"] = "dihedral" if self.augment else "none"
         if self.val_sampler is not None:
             out["heldout"] = self.val_sampler.describe()
         return out

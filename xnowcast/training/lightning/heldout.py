@@ -2,9 +2,9 @@
 
 * downscaling: MSE (mm/h squared) and the FC-ZSM paper's SSIM of the model and of
   the trilinear baseline over the cells the loss counts, and the MSE reduction;
-* nowcasting: CRPS (MAE for one member), MAE of the ensemble mean and CSI >= 1 mm/h
-  of the ensemble mean, for the model, persistence and (when the model has one)
-  its extrapolation.
+* nowcasting: CRPS (MAE for one member), MAE and MSE of the ensemble mean and
+  CSI >= 1 mm/h of the ensemble mean, for the model, persistence and (when the
+  model has one) its extrapolation (the zero-residual base of a Lagrangian nowcaster).
 
 Scores are computed on fixed held-out windows
 (:meth:`~xnowcast.training.lightning.datamodule.RadarDataModule.heldout_batch`)
@@ -23,7 +23,7 @@ from torch import nn
 from xnowcast import metrics
 from xnowcast.training.data import CropBatch
 
-__all__ = ["downscale_scores", "nowcast_scores"]
+__all__ = ["downscale_scores", "nowcast_scores", "score_heldout"]
 
 _FIELD = ("window", "lead", "y", "x")
 
@@ -67,6 +67,7 @@ def _nowcast_entry(members: xr.DataArray, obs: xr.DataArray) -> dict[str, float]
     return {
         "crps": float(metrics.crps(members, obs)),
         "mae_of_mean": float(metrics.mae(mean, obs)),
+        "mse_of_mean": float(metrics.mse(mean, obs)),
         "csi_1": float(metrics.csi(mean, obs, 1.0)),
     }
 
@@ -79,7 +80,7 @@ def nowcast_scores(
     members: int = 1,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """CRPS, MAE of the ensemble mean and CSI >= 1 mm/h on held-out windows.
+    """CRPS, MAE and MSE of the ensemble mean and CSI >= 1 mm/h on held-out windows.
 
     Parameters
     ----------
@@ -109,7 +110,43 @@ def nowcast_scores(
     out["model"] = _nowcast_entry(ensemble(outs), obs)
     last = batch.inputs[:, -1:, 0].expand(-1, lead, -1, -1)
     out["persistence"] = _nowcast_entry(ensemble([last]), obs)
+    extrapolated = None
     if hasattr(model, "extrapolate"):
-        extrapolated = model.extrapolate(x, lead).float().cpu()[:, :, 0]
+        extrapolated = model.extrapolate(x, lead)
+    elif getattr(model, "frame", None) == "lagrangian":  # convlstm, unet: their zero residual
+        extrapolated = model.baseline(x, lead)[1]
+    if extrapolated is not None:
+        extrapolated = extrapolated.float().cpu()[:, :, 0]
         out["extrapolation"] = _nowcast_entry(ensemble([extrapolated]), obs)
     return out
+
+
+def score_heldout(
+    model: nn.Module,
+    task: str,
+    batch: Any,
+    recipe: dict[str, Any],
+    seed: int = 0,
+    device: Any = "cpu",
+) -> dict[str, Any]:
+    """The held-out scores the Lightning path stores with weights ({} without held-out windows).
+
+    Parameters
+    ----------
+    model
+        The model as it ships (eval mode, on ``device``).
+    task
+        ``"downscale"`` or ``"nowcast"``.
+    batch
+        :meth:`~xnowcast.training.lightning.datamodule.RadarDataModule.heldout_batch`.
+    recipe
+        The family's recipe: ``lead_steps`` and ``val_members`` of a nowcaster.
+    seed
+        Seed of the ensemble members' latents.
+    """
+    if batch is None:
+        return {}
+    if task == "downscale":
+        return downscale_scores(model, batch)
+    members = int(recipe.get("val_members", 1))
+    return nowcast_scores(model, batch.to(device), int(recipe["lead_steps"]), members, seed)

@@ -16,7 +16,7 @@ from torch import nn
 from xnowcast.errors import ModelError
 from xnowcast.training.lightning.datamodule import DownscaleTask, NowcastTask
 
-__all__ = ["RECIPES", "Trainable", "build_trainable", "recipe_for"]
+__all__ = ["RECIPES", "Trainable", "build_trainable", "load_written", "recipe_for"]
 
 #: Config names that mean another preset of a model (every trainable model has ``tiny``).
 CONFIG_ALIASES: dict[str, dict[str, str]] = {
@@ -176,3 +176,20 @@ def recipe_for(family: str, config_name: str) -> dict[str, Any]:
     if config_name == "tiny":
         recipe.update(RECIPES[f"{family}:tiny"])
     return recipe
+
+
+def load_written(trainable: Trainable, path: Any, device: str = "cpu") -> nn.Module:
+    """The weights file ``path`` of ``trainable``'s model as the runtime loads it.
+
+    Through the registry, as ``predict``/``downscale(..., weights=path)`` do (config
+    from the file's metadata; a downscaler with the trainable's factors).
+    """
+    from xnowcast.registry import load_model
+
+    kwargs: dict[str, Any] = {}
+    if trainable.task == "downscale":
+        m = trainable.model
+        kwargs = {"factor": int(m.factor), "time_factor": int(m.time_factor)}
+    return load_model(
+        trainable.name, task=trainable.task, weights=str(path), device=device, **kwargs
+    )

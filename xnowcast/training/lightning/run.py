@@ -32,7 +32,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from xnowcast.errors import TrainingError
 from xnowcast.training.lightning.datamodule import RadarDataModule
-from xnowcast.training.lightning.heldout import downscale_scores, nowcast_scores
+from xnowcast.training.lightning.heldout import score_heldout
 from xnowcast.training.lightning.models import Trainable, build_trainable, recipe_for
 from xnowcast.training.lightning.modules import AdversarialModule, SupervisedModule
 
@@ -110,7 +110,6 @@ def _heldout(
     trainable: Trainable, dm: RadarDataModule, recipe: dict[str, Any], seed: int, device: Any
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Held-out scores of the trained model (a copy with standing batch-norm statistics)."""
-    batch = dm.heldout_batch()
     model = copy.deepcopy(trainable.model).to(device)
     if trainable.family == "adversarial":
         from xnowcast.training.gan_validation import refresh_batchnorm
@@ -118,12 +117,7 @@ def _heldout(
         inputs = [b.inputs.to(device) for b in dm.standing_batches(4)]
         refresh_batchnorm(model, inputs, int(recipe["lead_steps"]), seed)
     model.eval()
-    if batch is None:
-        return model, {}
-    if trainable.task == "downscale":
-        return model, downscale_scores(model, batch)
-    members = int(recipe.get("val_members", 1))
-    return model, nowcast_scores(model, batch.to(device), int(recipe["lead_steps"]), members, seed)
+    return model, score_heldout(model, trainable.task, dm.heldout_batch(), recipe, seed, device)
 
 
 def _replicas_in_sync(trainer: L.Trainer, model: torch.nn.Module) -> bool:

@@ -32,6 +32,7 @@ from xnowcast.errors import DataValueError
 __all__ = [
     "HOLDOUT_DATES",
     "Stream",
+    "heldout_streams",
     "open_source",
     "open_sources",
     "split_holdout",
@@ -140,6 +141,30 @@ def open_sources(
 def _on_dates(times: np.ndarray, dates: Sequence[str]) -> np.ndarray:
     days = times.astype("datetime64[D]")
     return np.isin(days, np.array(list(dates), dtype="datetime64[D]"))
+
+
+def heldout_streams(
+    streams: Sequence[Stream], holdout_dates: Sequence[str] = HOLDOUT_DATES
+) -> list[Stream]:
+    """Only the frames on ``holdout_dates``: to score trained weights (nothing is trained).
+
+    Raises
+    ------
+    DataValueError
+        When no stream holds a frame on those days.
+    """
+    out = []
+    for s in streams:
+        held = _on_dates(s.data["time"].values, holdout_dates)
+        if held.any():
+            out.append(Stream(s.name, s.data.isel(time=np.nonzero(held)[0])))
+    if not out:
+        names = ", ".join(s.name for s in streams)
+        raise DataValueError(
+            f"the data ({names}) hold no frame on the held-out day(s) {', '.join(holdout_dates)}: "
+            "give the held-out event (e.g. --data rmi-20210704 or its radar files)"
+        )
+    return out
 
 
 def split_holdout(
