@@ -263,6 +263,7 @@ def test_long_run_resumes_exactly(tmp_path, model_name):
     ]
     # the best model exported as weights, with its curve and held-out scores
     from xnowcast.training.longrun import export
+    from xnowcast.training.supervised import load_checkpoint, save_checkpoint
     from xnowcast.weights import read_metadata
 
     result = export(tmp_path / "resumed", tmp_path / "zsm-export.safetensors")
@@ -283,6 +284,20 @@ def test_long_run_resumes_exactly(tmp_path, model_name):
         model_name, data_root=tmp_path, workdir=warm, config="flow-tiny", run_config=cfg_warm
     )
     assert record["warm_start"]["steps"] == 4
+    # the CPU time behind exported weights counts the warm start's, also for a run
+    # recorded before the warm start's CPU time was (taken then from the weights file)
+    warm_cpu = meta["training"]["cpu_s"]
+    assert record["warm_start"]["cpu_s"] == pytest.approx(warm_cpu)
+    export(warm, tmp_path / "warm-export.safetensors")
+    total = read_metadata(tmp_path / "warm-export.safetensors")["training"]
+    assert total["cpu_s_total"] == pytest.approx(total["cpu_s"] + warm_cpu)
+    best = load_checkpoint(warm / "best.safetensors")
+    legacy = dict(best.metadata["training"])
+    legacy["warm_start"] = {k: v for k, v in legacy["warm_start"].items() if "cpu" not in k}
+    save_checkpoint(best, warm / "best.safetensors", legacy, {})
+    export(warm, tmp_path / "legacy.safetensors", warm_from=tmp_path / "zsm-export.safetensors")
+    redone = read_metadata(tmp_path / "legacy.safetensors")["training"]
+    assert redone["cpu_s_total"] == pytest.approx(total["cpu_s_total"])
     exported = torch.load(tmp_path / "resumed" / "state.pt", weights_only=False)["model"]
     best_step = meta["training"]["best"]["step"]
     if best_step == 4:  # lr 0: one step leaves the warm-started weights as they were
@@ -290,11 +305,13 @@ def test_long_run_resumes_exactly(tmp_path, model_name):
             torch.testing.assert_close(value, exported[key], rtol=0, atol=0)
 
 
-def test_shipped_zsm_weights_record_their_training_and_scores():
-    """The shipped ZSM weights say what they were trained on and how they scored held out."""
+@pytest.mark.parametrize("model_name", ["zsm", "fczsm"])
+def test_shipped_zsm_weights_record_their_training_and_scores(model_name):
+    """The shipped ZSM / FC-ZSM weights say what they were trained on and how they scored."""
     from xnowcast.registry import get_spec, weights_metadata
 
-    meta = weights_metadata(get_spec("zsm"))
+    meta = weights_metadata(get_spec(model_name))
+    assert meta["model"] == model_name
     training, held_out = meta["training"], meta["scores"]["holdout_pairs"]
     assert meta["config"]["preset"] == "flow-compact"
     assert training["holdout"] == "rmi-20210704" == held_out["event"]
@@ -305,3 +322,7 @@ def test_shipped_zsm_weights_record_their_training_and_scores():
     # model selection on held-out pairs: the recorded scores agree with the recorded curve
     assert held_out["model"]["mse"] == pytest.approx(training["best"]["scores"]["mse"])
     assert held_out["trilinear"]["mse"] > held_out["flow"]["mse"]
+    if model_name == "fczsm":  # warm-started from the shipped ZSM: its CPU time counts too
+        warm = meta["training"]["warm_start"]
+        assert warm["model"] == "zsm" and warm["cpu_s"] > 0
+        assert training["cpu_s_total"] == pytest.approx(training["cpu_s"] + warm["cpu_s"])

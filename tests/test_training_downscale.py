@@ -33,6 +33,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "xnowcast" / "weights"
 #: ``fczsm-compact`` weights of the trilinear-residual ZSM are retired (see docs/models.rst).
 SHIPPED = {
     "zsm-flowprior.safetensors": "cbed0e2a21e602ee09af7a8615d35abdbc01465cb8b62d8de8dce454135b53fe",
+    "fczsm-flowprior.safetensors": "a292754fce4d58601716539ce3319bbd71713e8cdfd8a0ab045c7733e8fc86df",
     "unet-compact.safetensors": "8ac4bf0338022eec02568510285a81f5d0567689a93807548c0b57649e61050e",
     "unet3d-compact.safetensors": "347e6341c14fd908db0a0b571606ccd6bc51b731d29bc3fae3b69060085370ae",
 }

@@ -582,6 +582,13 @@ FCZSM_SPEC = register(
         "the flow-guided deformable offsets.",
         reference=_PAPER,
         static_channels=len(_STATIC["static_names"]),
+        weights={
+            "flowprior": WeightsFile(
+                "fczsm-flowprior.safetensors",
+                "a292754fce4d58601716539ce3319bbd71713e8cdfd8a0ab045c7733e8fc86df",
+            )
+        },
+        default_weights="flowprior",
         **_ZSM_COMMON,
     )
 )
