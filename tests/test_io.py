@@ -7,10 +7,7 @@ a test-only dependency) and the grids against the files' own geographic corners.
 from __future__ import annotations
 
 import gzip
-import os
 import re
-import subprocess
-import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +133,7 @@ def opened(request, shared_data):
     ds.close()
 
 
-def test_import_xnowcast_does_not_import_pyproj_until_a_crs_is_made() -> None:
+def test_import_xnowcast_does_not_import_pyproj_until_a_crs_is_made(fresh_python) -> None:
     """Like torch (``test_import_xnowcast_imports_neither_torch_nor_lightning``), pyproj is
     imported on first use: reading a file with a projection, not ``import xnowcast``."""
     code = (
@@ -146,15 +143,7 @@ def test_import_xnowcast_does_not_import_pyproj_until_a_crs_is_made() -> None:
         "+b=6356.752', 'km'); "
         "print(before, 'pyproj' in sys.modules, cf_attributes(crs)['grid_mapping_name'])"
     )
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "PYTHONPATH": str(root)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.split() == ["False", "True", "polar_stereographic"]
+    assert fresh_python(code).split() == ["False", "True", "polar_stereographic"]
 
 
 def test_frames_times_and_grid_shape(opened):
