@@ -53,6 +53,8 @@ from xnowcast.training.supervised import DEFAULT_EVENTS, HOLDOUT_EVENT
 
 EVENTS = {HOLDOUT_EVENT[0]: HOLDOUT_EVENT[1], **DEFAULT_EVENTS}
 MODELS = ("trilinear", "flow", "unet", "unet3d", "zsm", "fczsm")
+#: The models whose shipped weights were trained by ``xnowcast.training.longrun``.
+TRAINED = ("zsm", "fczsm")
 CROP = 384
 
 
@@ -273,6 +275,15 @@ def curve_lines(training: dict[str, Any]) -> list[str]:
     recipe = training.get("recipe", {})
     warm = training.get("warm_start") or {}
     cpu_h = float(run.get("cpu_s", training.get("cpu_s", float("nan")))) / 3600
+    best = (training.get("best") or {}).get("step")
+    shipped_cpu = (
+        f"; to the shipped step {best}: {float(training['cpu_s']) / 3600:.2f} CPU-hours, "
+        f"{float(training['cpu_s_total']) / 3600:.2f} with the warm start's"
+        if "cpu_s_total" in training
+        else ""
+    )
+    warm_ratio = min((r for *_, r in warm.get("val_history") or []), default=float("nan"))
+    warm_cpu = f", {float(warm['cpu_s']) / 3600:.2f} CPU-hours" if "cpu_s" in warm else ""
     lines = [
         f"Recipe: {training.get('loss', '?')}; mse_weight {recipe.get('mse_weight')}, "
         f"batch {recipe.get('batch_size')}, lr {recipe.get('lr')} (residual head x "
@@ -282,10 +293,10 @@ def curve_lines(training: dict[str, Any]) -> list[str]:
         f"{', '.join(training.get('events', []))}; input steps "
         f"{training.get('time_steps_minutes')} min; {run.get('steps')} steps, "
         f"{float(run.get('wall_s', float('nan'))) / 3600:.2f} h wall, {cpu_h:.2f} CPU-hours"
+        + shipped_cpu
         + (
-            f"; warm-started from {warm.get('from')} ({warm.get('steps')} earlier steps of "
-            "the session-2 recipe, val ratio to flow "
-            f"{(warm.get('val_history') or [[0, 0, float('nan')]])[-1][2]:.4f})"
+            f"; warm-started from {warm.get('from')} ({warm.get('model', 'zsm')} weights of "
+            f"{warm.get('steps')} steps{warm_cpu}, best val ratio to flow {warm_ratio:.4f})"
             if warm
             else ""
         )
@@ -316,7 +327,7 @@ def rst(
     results: list[dict[str, Any]],
     speed: dict[str, float],
     command: str,
-    training: dict[str, Any] | None = None,
+    training: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     title = "Downscaling skill card"
     out = [
@@ -358,10 +369,10 @@ def rst(
         "time per thread is what the wall time would be on two free cores).",
         "",
     ]
-    if training:
-        heading = "Training of the shipped ``zsm`` weights"
+    for model, record in (training or {}).items():
+        heading = f"Training of the shipped ``{model}`` weights"
         out += [heading, "-" * len(heading), ""]
-        for line in curve_lines(training):
+        for line in curve_lines(record):
             if line.startswith("|---"):
                 continue
             if line.startswith("| step"):
@@ -412,13 +423,33 @@ def main() -> None:
         )
     if args.json:
         args.json.write_text(json.dumps({"events": results, "speed": speed}, indent=1))
+    training = {model: training_record(weights, model) for model in TRAINED}
     if args.rst:
-        command = "python benchmarks/downscale_skill_card.py " + " ".join(
-            f"--weights {w}" for w in args.weights
+        args.rst.write_text(rst(results, speed, command_line(args), training))
+    for model, record in training.items():
+        print(f"\n{model}:\n" + "\n".join(curve_lines(record)))
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that made the page, and which rows a ``--merge`` run kept from before."""
+    parts = ["python benchmarks/downscale_skill_card.py"]
+    parts += [f"--weights {w}" for w in args.weights]
+    if args.models != list(MODELS):
+        parts.append("--models " + " ".join(args.models))
+    if args.events != list(EVENTS):
+        parts.append("--events " + " ".join(args.events))
+    if args.merge:
+        parts.append(f"--merge {args.merge.name}")
+    if args.no_speed:
+        parts.append("--no-speed")
+    parts.append(f"--threads {args.threads}")
+    command = " ".join(parts)
+    if args.merge:
+        command += (
+            f" (rows of {', '.join(args.models)} rerun; the other rows and the speed from "
+            f"{args.merge.name})"
         )
-        training = training_record(weights)
-        args.rst.write_text(rst(results, speed, command.strip(), training))
-    print("\n".join(curve_lines(training_record(weights))))
+    return command
 
 
 if __name__ == "__main__":

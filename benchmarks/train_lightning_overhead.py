@@ -26,13 +26,13 @@ import torch
 
 
 def _legacy(da, steps: int) -> float:
-    from xnowcast.models.zsm import build_model
+    from xnowcast.registry import build_model
     from xnowcast.training.pairs import make_pairs
     from xnowcast.training.supervised import TrainConfig, train
 
     pairs = make_pairs(da, window=4, factor=2, time_factor=2, crop=16, max_pairs=200)
     torch.manual_seed(0)
-    model = build_model("zsm", "flow-tiny", 2, 2)
+    model = build_model("zsm", "flow-tiny", task="downscale", factor=2, time_factor=2)
     cfg = TrainConfig(steps=steps, batch_size=2, val_every=0, checkpoint_every=0, log_every=0)
     start = time.perf_counter()
     train(model, pairs, None, cfg, None, progress=False)
@@ -47,7 +47,7 @@ def _lightning(store: Path, out: Path, steps: int) -> float:
         "zsm",
         data=str(store),
         out=out,
-        config="tiny",
+        config="flow-tiny",
         max_steps=steps,
         batch_size=2,
         crop=32,

@@ -154,6 +154,31 @@ def test_flow_beats_trilinear_on_real_moving_convection(shared_data):
     assert scores["flow"] < 0.6 * scores["trilinear"], scores
 
 
+def test_tiled_flow_keeps_block_means_across_tile_seams(shared_data):
+    """Real radar on a domain of several tiles: block means at input times equal the input."""
+    import xnowcast
+    from xnowcast.training.pairs import block_mean
+
+    _, coarse = _coarse_event(shared_data)  # 5 frames of 64 x 64 coarse cells
+    n, h, w = coarse.shape
+    da = xr.DataArray(
+        coarse,
+        dims=("time", "y", "x"),
+        coords={
+            "time": np.datetime64("2015-05-15T12:00") + np.arange(n) * np.timedelta64(10, "m"),
+            "y": 2000.0 * np.arange(h)[::-1],
+            "x": 2000.0 * np.arange(w),
+        },
+        attrs={"units": "mm/h", "standard_name": "rainfall_rate"},
+    )
+    with xnowcast.set_options(tile_size=48, tile_overlap=16):  # 24-cell tiles, 8 overlapping
+        out = da.downscale(model="flow", progress=False).values
+    assert np.nanmax(coarse) > 10  # heavy rain crosses the seams
+    known = np.isfinite(coarse)
+    means = block_mean(out[::2], 2)
+    np.testing.assert_allclose(means[known], coarse[known], rtol=1e-5, atol=1e-5)
+
+
 def test_downscale_falls_back_to_flow_outside_the_trained_time_steps(tmp_path):
     """Weights trained on 10-40 min steps, a 60-min input: a warning and the flow result."""
     import xnowcast  # noqa: F401  (registers the .downscale accessor)
@@ -263,6 +288,7 @@ def test_long_run_resumes_exactly(tmp_path, model_name):
     ]
     # the best model exported as weights, with its curve and held-out scores
     from xnowcast.training.longrun import export
+    from xnowcast.training.supervised import load_checkpoint, save_checkpoint
     from xnowcast.weights import read_metadata
 
     result = export(tmp_path / "resumed", tmp_path / "zsm-export.safetensors")
@@ -283,6 +309,20 @@ def test_long_run_resumes_exactly(tmp_path, model_name):
         model_name, data_root=tmp_path, workdir=warm, config="flow-tiny", run_config=cfg_warm
     )
     assert record["warm_start"]["steps"] == 4
+    # the CPU time behind exported weights counts the warm start's, also for a run
+    # recorded before the warm start's CPU time was (taken then from the weights file)
+    warm_cpu = meta["training"]["cpu_s"]
+    assert record["warm_start"]["cpu_s"] == pytest.approx(warm_cpu)
+    export(warm, tmp_path / "warm-export.safetensors")
+    total = read_metadata(tmp_path / "warm-export.safetensors")["training"]
+    assert total["cpu_s_total"] == pytest.approx(total["cpu_s"] + warm_cpu)
+    best = load_checkpoint(warm / "best.safetensors")
+    legacy = dict(best.metadata["training"])
+    legacy["warm_start"] = {k: v for k, v in legacy["warm_start"].items() if "cpu" not in k}
+    save_checkpoint(best, warm / "best.safetensors", legacy, {})
+    export(warm, tmp_path / "legacy.safetensors", warm_from=tmp_path / "zsm-export.safetensors")
+    redone = read_metadata(tmp_path / "legacy.safetensors")["training"]
+    assert redone["cpu_s_total"] == pytest.approx(total["cpu_s_total"])
     exported = torch.load(tmp_path / "resumed" / "state.pt", weights_only=False)["model"]
     best_step = meta["training"]["best"]["step"]
     if best_step == 4:  # lr 0: one step leaves the warm-started weights as they were
@@ -290,11 +330,13 @@ def test_long_run_resumes_exactly(tmp_path, model_name):
             torch.testing.assert_close(value, exported[key], rtol=0, atol=0)
 
 
-def test_shipped_zsm_weights_record_their_training_and_scores():
-    """The shipped ZSM weights say what they were trained on and how they scored held out."""
+@pytest.mark.parametrize("model_name", ["zsm", "fczsm"])
+def test_shipped_zsm_weights_record_their_training_and_scores(model_name):
+    """The shipped ZSM / FC-ZSM weights say what they were trained on and how they scored."""
     from xnowcast.registry import get_spec, weights_metadata
 
-    meta = weights_metadata(get_spec("zsm"))
+    meta = weights_metadata(get_spec(model_name))
+    assert meta["model"] == model_name
     training, held_out = meta["training"], meta["scores"]["holdout_pairs"]
     assert meta["config"]["preset"] == "flow-compact"
     assert training["holdout"] == "rmi-20210704" == held_out["event"]
@@ -305,3 +347,7 @@ def test_shipped_zsm_weights_record_their_training_and_scores():
     # model selection on held-out pairs: the recorded scores agree with the recorded curve
     assert held_out["model"]["mse"] == pytest.approx(training["best"]["scores"]["mse"])
     assert held_out["trilinear"]["mse"] > held_out["flow"]["mse"]
+    if model_name == "fczsm":  # warm-started from the shipped ZSM: its CPU time counts too
+        warm = meta["training"]["warm_start"]
+        assert warm["model"] == "zsm" and warm["cpu_s"] > 0
+        assert training["cpu_s_total"] == pytest.approx(training["cpu_s"] + warm["cpu_s"])

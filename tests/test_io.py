@@ -133,6 +133,19 @@ def opened(request, shared_data):
     ds.close()
 
 
+def test_import_xnowcast_does_not_import_pyproj_until_a_crs_is_made(fresh_python) -> None:
+    """Like torch (``test_import_xnowcast_imports_neither_torch_nor_lightning``), pyproj is
+    imported on first use: reading a file with a projection, not ``import xnowcast``."""
+    code = (
+        "import sys, xnowcast; before = 'pyproj' in sys.modules; "
+        "from xnowcast.io._crs import cf_attributes, crs_from_proj4; "
+        "crs, _ = crs_from_proj4('+proj=stere +lat_0=90 +lon_0=0 +lat_ts=60 +a=6378.137 "
+        "+b=6356.752', 'km'); "
+        "print(before, 'pyproj' in sys.modules, cf_attributes(crs)['grid_mapping_name'])"
+    )
+    assert fresh_python(code).split() == ["False", "True", "polar_stereographic"]
+
+
 def test_frames_times_and_grid_shape(opened):
     event, ds = opened
     var = ds[event.variable]

@@ -163,6 +163,39 @@ def test_blend_window_ramps() -> None:
     assert (blend_window(5, 7, 0, CPU) == 1).all()
 
 
+def test_blend_window_is_constant_within_each_output_block() -> None:
+    coarse = blend_window(8, 10, 3, CPU)
+    fine = blend_window(8, 10, 3, CPU, scale=3)
+    assert fine.shape == (24, 30)
+    expected = coarse.repeat_interleave(3, 0).repeat_interleave(3, 1)
+    torch.testing.assert_close(fine, expected, rtol=0, atol=0)
+
+
+def test_run_tiled_keeps_block_means_of_a_consistent_downscaler_across_seams() -> None:
+    """Tiles of a consistent upsampler disagree in their overlaps; the blend keeps block means."""
+    import torch.nn.functional as F
+
+    from xnowcast.models.flow import consistent_upsample
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 70, 90, generator=gen) ** 4 * 50  # rain-like: mostly light, some heavy
+
+    def up(tile: torch.Tensor, ys: slice, xs: slice) -> torch.Tensor:
+        return consistent_upsample(tile, 2)  # bicubic + back-projection: depends on the tile
+
+    tiled = run_tiled(up, x, tile=32, overlap=8, scale=2)
+    whole = up(x, slice(None), slice(None))
+    assert (tiled - whole).abs().max() > 0.1  # the tiles do disagree near the seams
+    torch.testing.assert_close(F.avg_pool2d(tiled, 2), x, rtol=1e-5, atol=1e-5)
+
+
+def test_run_tiled_refuses_a_tile_output_of_the_wrong_size() -> None:
+    from xnowcast.errors import ModelError
+
+    with pytest.raises(ModelError, match="expected 2 x as many"):
+        run_tiled(lambda t, ys, xs: t, torch.rand(1, 40, 40), tile=16, overlap=4, scale=2)
+
+
 def test_run_tiled_single_tile_calls_once_with_everything() -> None:
     x = torch.rand(2, 3, 20, 30)
     calls = []

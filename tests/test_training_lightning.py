@@ -243,16 +243,9 @@ def test_bad_requests_are_clear_errors(events_zarr: Path, tmp_path: Path) -> Non
             )
 
 
-def test_import_xnowcast_imports_neither_torch_nor_lightning() -> None:
+def test_import_xnowcast_imports_neither_torch_nor_lightning(fresh_python) -> None:
     code = "import sys, xnowcast; print('torch' in sys.modules, 'lightning' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.split() == ["False", "False"]
+    assert fresh_python(code).split() == ["False", "False"]
 
 
 def test_run_json_records_the_options_and_max_time_stops(events_zarr: Path, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ _DESCRIPTIONS = {
     "device": "'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:1', ...",
     "progress": "show tqdm progress bars for long work (bool)",
     "tile_size": "largest square tile (pixels) a model sees; larger domains are tiled (int >= 32)",
-    "tile_overlap": "overlap between tiles, blended linearly (int >= 0)",
+    "tile_overlap": "overlap between tiles, blended linearly (int >= 0; by coarse block when downscaling)",
     "max_batch_size": "largest batch sent to a model when batch_size='auto' (int >= 1)",
 }
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xnowcast.errors import ModelError
+
 __all__ = [
     "blend_window",
     "fill_missing",
@@ -94,8 +96,17 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def blend_window(tile_h: int, tile_w: int, overlap: int, device: torch.device) -> torch.Tensor:
-    """A ``(tile_h, tile_w)`` weight: 1 inside, rising linearly over ``overlap`` at the edges."""
+def blend_window(
+    tile_h: int, tile_w: int, overlap: int, device: torch.device, scale: int = 1
+) -> torch.Tensor:
+    """A tile's blending weight: 1 inside, rising linearly over ``overlap`` at the edges.
+
+    ``tile_h``, ``tile_w`` and ``overlap`` are in input pixels; the weight is
+    ``(tile_h * scale, tile_w * scale)``, constant within each ``scale x scale``
+    block of output pixels (the output cells of one input cell).  A blend of
+    tiles whose outputs each keep the block means of the input then keeps them
+    too: every output cell of a block is mixed with the same weights.
+    """
 
     def ramp(n: int) -> torch.Tensor:
         if overlap <= 0:
@@ -104,7 +115,10 @@ def blend_window(tile_h: int, tile_w: int, overlap: int, device: torch.device) -
         edge = torch.minimum(i + 1, n - i) / (overlap + 1)
         return edge.clamp(max=1.0)
 
-    return ramp(tile_h)[:, None] * ramp(tile_w)[None, :]
+    window = ramp(tile_h)[:, None] * ramp(tile_w)[None, :]
+    if scale > 1:
+        window = window.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+    return window
 
 
 def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[tuple[slice, slice]]:
@@ -134,7 +148,10 @@ def run_tiled(
         Tile size and overlap in input pixels (tile should be a multiple of the
         model's spatial multiple).
     scale
-        Spatial upscaling of ``fn`` (1 for nowcasting).
+        Spatial upscaling of ``fn`` (1 for nowcasting).  The blending weights are
+        constant within each ``scale x scale`` output block, so tiles whose
+        outputs keep the input's block means (consistent downscalers) give a
+        blend that keeps them across the seams too.
 
     Returns
     -------
@@ -150,7 +167,13 @@ def run_tiled(
         result = fn(x[..., ys, xs], ys, xs)
         oys = slice(ys.start * scale, ys.stop * scale)
         oxs = slice(xs.start * scale, xs.stop * scale)
-        wgt = blend_window(result.shape[-2], result.shape[-1], overlap * scale, result.device)
+        size = (ys.stop - ys.start, xs.stop - xs.start)
+        if result.shape[-2:] != (size[0] * scale, size[1] * scale):
+            raise ModelError(
+                f"A tile of {size} input pixels gave {tuple(result.shape[-2:])} output pixels; "
+                f"expected {scale} x as many (scale={scale})."
+            )
+        wgt = blend_window(*size, overlap, result.device, scale)
         if out is None:
             out = result.new_zeros((*result.shape[:-2], h * scale, w * scale))
             weight_sum = result.new_zeros((h * scale, w * scale))

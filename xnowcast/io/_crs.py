@@ -13,12 +13,14 @@ from __future__ import annotations
 import copy
 import functools
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyproj
 
 from xnowcast.errors import RadarFormatError
+
+if TYPE_CHECKING:  # pyproj is imported when a CRS is first made, not at ``import xnowcast``
+    import pyproj
 
 __all__ = [
     "cf_attributes",
@@ -88,6 +90,8 @@ def crs_from_proj4(text: str, length_unit: str | None = None) -> tuple[pyproj.CR
 @functools.lru_cache(maxsize=64)
 def to_crs(definition: str) -> pyproj.CRS:
     """``pyproj.CRS(definition)`` (cached), with a :class:`RadarFormatError` naming it."""
+    import pyproj
+
     try:
         return pyproj.CRS(definition)
     except pyproj.exceptions.CRSError as err:
@@ -108,6 +112,8 @@ def crs_from_cf(attrs: dict[str, Any]) -> pyproj.CRS:
 def _crs_from_cf(key: tuple[tuple[str, str], ...]) -> pyproj.CRS:
     import ast
 
+    import pyproj
+
     attrs = {k: ast.literal_eval(v) for k, v in key}
     try:
         return pyproj.CRS.from_cf(attrs)
@@ -122,6 +128,8 @@ def geographic_crs(crs: pyproj.CRS) -> pyproj.CRS:
 
 def project(crs: pyproj.CRS, lon: Any, lat: Any) -> tuple[np.ndarray, np.ndarray]:
     """Longitude/latitude (degrees, on the CRS's own datum) -> projected x, y (m)."""
+    import pyproj
+
     transformer = pyproj.Transformer.from_crs(geographic_crs(crs), crs, always_xy=True)
     x, y = transformer.transform(np.asarray(lon, float), np.asarray(lat, float))
     return np.asarray(x), np.asarray(y)

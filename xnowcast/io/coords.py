@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pyproj
 import xarray as xr
 
 from xnowcast.errors import CoordinateError
@@ -45,6 +44,8 @@ def add_lat_lon(ds: xr.Dataset | xr.DataArray, crs_var: str = "crs") -> xr.Datas
         raise CoordinateError(
             f"{crs_var!r} has no crs_wkt attribute or the data have no x/y coordinates"
         )
+    import pyproj  # here, not at module level: ``import xnowcast`` does not import it
+
     crs = pyproj.CRS.from_wkt(wkt)
     xx, yy = np.meshgrid(ds["x"].values, ds["y"].values)
     if crs.is_geographic:

@@ -377,6 +377,7 @@ def run(
             "steps": (before.get("best") or {}).get("step"),
             "wall_s": (before.get("run") or before).get("wall_s"),
             "val_history": (before.get("run") or before).get("val_history"),
+            **_warm_cpu(before),
         }
     start_wall = time.perf_counter()
     wall_before = float(record["wall_s"])
@@ -458,12 +459,31 @@ def run(
     return record
 
 
-def export(workdir: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
+def _warm_cpu(before: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds recorded in a warm start's training record: to its shipped step, whole run."""
+    out = {}
+    if before.get("cpu_s") is not None:  # up to the step that was saved (the best one)
+        out["cpu_s"] = float(before["cpu_s"])
+    whole = (before.get("run") or {}).get("cpu_s")
+    if whole is not None:  # the whole run it came from, steps after the best one included
+        out["cpu_s_run"] = float(whole)
+    return out
+
+
+def export(
+    workdir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    warm_from: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
     """Write the best model of a run as shippable weights, with held-out scores.
 
     The metadata hold the config, the run's record (recipe, data, steps, the
     validation curve with its ratio to ``flow``, the best step) and ``scores``:
     MSE on the held-out pairs of the model, ``flow`` and ``trilinear``.
+    ``cpu_s_total`` is the CPU time behind the exported weights: this run's up to
+    the best step plus the warm start's up to its own shipped step.  A run whose
+    record predates warm-start CPU bookkeeping takes it from ``warm_from`` (the
+    weights file it was warm-started from).
 
     Returns
     -------
@@ -490,6 +510,11 @@ def export(workdir: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict
         }
     if record.get("best"):  # saved during the best step, before its count was updated
         record["steps"] = record["best"]["step"]
+    warm = record.get("warm_start")
+    if warm is not None and warm_from is not None and "cpu_s" not in warm:
+        warm.update(_warm_cpu(load_checkpoint(warm_from).metadata.get("training", {})))
+    if "cpu_s" in record:
+        record["cpu_s_total"] = float(record["cpu_s"]) + float((warm or {}).get("cpu_s", 0.0))
     scores = {
         "holdout_pairs": {
             "event": record.get("holdout"),
@@ -533,9 +558,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="time strides of the 5-min frames to make pairs from (1: 10-min input)",
     )
     parser.add_argument("--export", default=None, help="write the best model here and stop")
+    parser.add_argument(
+        "--export-warm-from", default=None, help="with --export: the warm start's weights file"
+    )
     args = parser.parse_args(argv)
     if args.export:
-        print(json.dumps(export(args.workdir, args.export), indent=1, default=float))
+        exported = export(args.workdir, args.export, args.export_warm_from)
+        print(json.dumps(exported, indent=1, default=float))
         return 0
     cfg = RunConfig(
         steps=args.steps,
