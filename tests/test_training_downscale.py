@@ -33,7 +33,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "xnowcast" / "weights"
 #: ``fczsm-compact`` weights of the trilinear-residual ZSM are retired (see docs/models.rst).
 SHIPPED = {
     "zsm-flowprior.safetensors": "aaa8f18b35dee007be609688e6c98b9f1622aa9dada560f896fc971e255a2067",
-    "fczsm-flowprior.safetensors": "a292754fce4d58601716539ce3319bbd71713e8cdfd8a0ab045c7733e8fc86df",
+    "fczsm-flowprior.safetensors": "699a13ab1a11210309a5e1952c08f848b12ec7fa21e0426af5248f5b689f5e2c",
     "unet-compact.safetensors": "3e2cb92e19a52d027e26879048cf581fdd990c9d63d01d61c6f10f13439213c9",
     "unet3d-compact.safetensors": "f7658b57db595711a39f0c1ecd0fb470bfaa644bca4ad373d4b592811efd645f",
 }

@@ -209,7 +209,7 @@ FCZSM_SPEC = register(
         weights={
             "flowprior": WeightsFile(
                 "fczsm-flowprior.safetensors",
-                "a292754fce4d58601716539ce3319bbd71713e8cdfd8a0ab045c7733e8fc86df",
+                "699a13ab1a11210309a5e1952c08f848b12ec7fa21e0426af5248f5b689f5e2c",
             )
         },
         default_weights="flowprior",
