@@ -263,3 +263,16 @@ def test_training_resumes_bit_for_bit(samplers, autoencoder: Path, tmp_path: Pat
     fc = batch.inputs[:1]
     model = xnowcast.registry.load_model("cascast", weights=tmp_path / "straight" / WEIGHTS)
     assert model(fc, 3, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 1, 32, 32)
+
+
+def test_the_backbone_is_any_deterministic_nowcaster_with_its_weights() -> None:
+    """``backbone="convlstm"``: the shipped ConvLSTM is the deterministic stage."""
+    model = build_cascast({**build_cascast("tiny").config, "backbone": "convlstm"})
+    reference = xnowcast.registry.load_model("convlstm")
+    x = torch.rand(1, 4, 1, 32, 32) * 8
+    with torch.no_grad():
+        expected = reference(x, 3)
+    torch.testing.assert_close(model.deterministic(x), expected.clamp(0, 128))
+    assert xnowcast.registry.get_spec("cascast").declared({"backbone": "convlstm"}) == {
+        "input_frames": 4
+    }
