@@ -260,6 +260,7 @@ def test_training_resumes_bit_for_bit(samplers, autoencoder: Path, tmp_path: Pat
     assert training["held_out"] == "rmi-20210704" and training["steps"] == 4
     assert len(training["curve"]) == 3 and training["scales"]["residual_scale"] > 0
     assert meta["scores"]["mae_backbone"] >= 0 and meta["config"]["lead_frames"] == 3
+    assert len(training["autoencoder"]["sha256"]) == 64
     fc = batch.inputs[:1]
     model = xnowcast.registry.load_model("cascast", weights=tmp_path / "straight" / WEIGHTS)
     assert model(fc, 3, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 1, 32, 32)

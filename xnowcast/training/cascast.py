@@ -59,7 +59,7 @@ from xnowcast.training.nowcasters import (
     optimiser_step,
     resume,
 )
-from xnowcast.weights import load_state_dict, read_metadata, save_weights
+from xnowcast.weights import file_sha256, load_state_dict, save_weights
 
 __all__ = ["main", "sample_scores", "train_cascast", "validation_loss"]
 
@@ -131,7 +131,7 @@ def train_cascast(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = build_cascast(config)
-    ae_state, ae_sha = load_state_dict(autoencoder)
+    ae_state, ae_meta = load_state_dict(autoencoder)
     model.autoencoder.load_state_dict(ae_state)
     model.train()
     opt = torch.optim.Adam(model.denoiser.parameters(), lr=lr)
@@ -175,7 +175,6 @@ def train_cascast(
     if val_batch is not None and final_samples:
         scores = {"step": step, **sample_scores(model, val_batch)}
     curve = [{"step": h["step"], "val_loss": h["val"]} for h in history if "val" in h]
-    ae_meta = read_metadata(autoencoder)
     training = {
         "model": "cascast",
         "loss": "v-prediction MSE of the latent residual over the backbone (cosine schedule), "
@@ -195,7 +194,7 @@ def train_cascast(
         "scales": scales,
         "autoencoder": {
             "file": Path(autoencoder).name,
-            "sha256": ae_sha,
+            "sha256": file_sha256(autoencoder),
             "steps": (ae_meta.get("training") or {}).get("steps"),
         },
         "curve": curve,
