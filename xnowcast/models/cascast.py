@@ -165,7 +165,9 @@ class CasCast(NowcastModel):
         super().__init__()
         unknown = sorted(set(config) - set(CONFIGS["small"]))
         if unknown:
-            raise ModelError(f"cascast: unknown settings {unknown}; valid: {sorted(_BASE)}")
+            raise ModelError(
+                f"cascast: unknown settings {unknown}; valid: {sorted(CONFIGS['small'])}"
+            )
         full = {**CONFIGS["small"], **config}
         self.config = full
         self.max_rate = float(full["max_rate"])
