@@ -277,3 +277,10 @@ def test_the_backbone_is_any_deterministic_nowcaster_with_its_weights() -> None:
     assert xnowcast.registry.get_spec("cascast").declared({"backbone": "convlstm"}) == {
         "input_frames": 4
     }
+
+
+def test_dask_input_gives_the_same_members_lazily(radar: xr.DataArray, tiny_weights) -> None:
+    eager = predict(radar, tiny_weights, members=2, seed=1)
+    lazy = predict(radar.chunk({"time": 2}), tiny_weights, members=2, seed=1)
+    assert lazy.chunks is not None
+    np.testing.assert_array_equal(lazy.compute().values, eager.values)
