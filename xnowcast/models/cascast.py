@@ -185,6 +185,12 @@ class CasCast(NowcastModel):
         self.denoiser: CasFormer = build_casformer({**denoiser, **overrides})
         self.factor = self.autoencoder.factor
         self.spatial_multiple = self.factor * CasFormer.spatial_multiple
+        # stored with the weights: the sub-configs resolved, so that the file describes itself
+        self.config = {
+            **full,
+            "autoencoder": dict(self.autoencoder.config),
+            "denoiser": dict(self.denoiser.config),
+        }
         self.schedule = NoiseSchedule(int(full["timesteps"]), str(full["schedule"]))
         for key in ("sampling_steps", "eta", "guidance", "drop_prob"):
             if float(full[key]) < 0:
