@@ -7,9 +7,10 @@ central ``--size`` x ``--size`` km, made through the public API
 (``da.nowcast.predict``), against persistence and extrapolation; all scored where
 the radar and every forecast are known (one common mask):
 
-* MAE (mm/h) and CSI at 1 mm/h, raw and frequency-matched (each forecast's
-  threshold moved so that it rains on as many pixels as observed: skill without
-  the wet or dry bias), pooled over init times and pixels, at 30/60/90 min;
+* MAE (mm/h; the CRPS for a stochastic model with ``--members`` > 1) and CSI
+  at 1 mm/h, raw and frequency-matched (each forecast's threshold moved so that
+  it rains on as many pixels as observed: skill without the wet or dry bias),
+  pooled over init times, pixels (and members), at 30/60/90 min;
 * rain volume, forecast over observed;
 * seconds per forecast (18 lead times, 1 CPU thread unless ``--threads``),
   and their ratio to extrapolation's measured in the same run.
@@ -43,11 +44,24 @@ BASELINES = ("persistence", "extrapolation")
 LEARNED = ("convlstm", "unet")
 
 
+#: Members of the stochastic systems (``--members``; seeded, 0).
+MEMBERS = {"n": 1}
+
+
 def forecast(da, model: str, weights: str, init) -> np.ndarray:
-    """``(18, H, W)`` forecast of ``model`` (with ``weights``) from ``init``."""
+    """``(M, 18, H, W)`` forecast of ``model`` (with ``weights``) from ``init``.
+
+    ``M`` is ``--members`` for stochastic models, else 1.
+    """
+    from xnowcast.registry import get_spec
+
     extra = {} if model in BASELINES else {"weights": weights}
+    if get_spec(model, "nowcast").stochastic:
+        extra.update(members=MEMBERS["n"], seed=0)
     fc = da.nowcast.predict(model=model, steps=18, init_time=init, progress=False, **extra)
-    return fc.transpose("lead_time", "y", "x").values.astype(np.float32)
+    if "member" not in fc.dims:
+        fc = fc.expand_dims("member")
+    return fc.transpose("member", "lead_time", "y", "x").values.astype(np.float32)
 
 
 def run_event(
@@ -76,9 +90,9 @@ def run_event(
             seconds[name] += time.perf_counter() - start
         known = np.isfinite(obs) & np.isfinite(values[i])[None]
         for f in fcs.values():
-            known &= np.isfinite(f)
+            known &= np.isfinite(f).all(axis=0)
         for name, f in fcs.items():
-            score_init(scores[name], f[None], obs, known, values[i])
+            score_init(scores[name], f, obs, known, values[i])
     return {
         "event": key,
         "role": role,
@@ -96,7 +110,7 @@ def _leads(values: list[float]) -> str:
 
 
 ROWS = (
-    ("MAE, mm/h", "crps_1km"),
+    ("MAE (CRPS of an ensemble), mm/h", "crps_1km"),
     ("CSI >= 1 mm/h, raw", "csi_raw_1"),
     ("CSI >= 1 mm/h, frequency-matched", "csi_fm_1"),
     ("rain volume, forecast / observed", "volume_ratio"),
@@ -150,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default="default", help="weights of convlstm and unet")
     p.add_argument("--variant", nargs="*", default=[], metavar="NAME=MODEL:WEIGHTS")
     p.add_argument("--json", default=None, help="write the scores to this file")
+    p.add_argument("--members", type=int, default=1, help="members of stochastic models")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    MEMBERS["n"] = a.members
     systems = {name: (name, "default") for name in BASELINES}
     systems.update({name: (name, a.weights) for name in LEARNED})
     for item in a.variant:

@@ -38,7 +38,7 @@ from xnowcast.errors import (
     XnowcastError,
 )
 from xnowcast.registry import ModelSpec, specs
-from xnowcast.testing import assert_identical_outputs, moving_storm
+from xnowcast.testing import assert_identical_outputs, moving_storm, random_weights
 
 Call = Callable[..., xr.DataArray]
 
@@ -520,13 +520,17 @@ FIXED_STEP = sorted(spec.name for spec in specs("nowcast") if spec.time_step_min
         )
     ],
 )
-def test_time_step_different_from_a_registered_models(name: str, runs: list[str]) -> None:
-    minutes = registry.get_spec(name, "nowcast").time_step_minutes
+def test_time_step_different_from_a_registered_models(
+    name: str, runs: list[str], tmp_path: Any
+) -> None:
+    spec = registry.get_spec(name, "nowcast")
+    minutes = spec.time_step_minutes
     assert minutes is not None
     other = moving_storm(frames=6, shape=(64, 64), step=f"{int(2 * minutes)}min")
+    weights = random_weights(name, tmp_path) if spec.weights_required else "default"
     refuse(
         other,
-        lambda obj: obj.nowcast.predict(model=name, steps=2, progress=False),
+        lambda obj: obj.nowcast.predict(model=name, steps=2, progress=False, weights=weights),
         TimeAxisError,
         f"trained on {minutes:g}-min frames",
         "Resample",

@@ -17,6 +17,7 @@ import xarray as xr
 
 import xnowcast
 from xnowcast.registry import get_spec, specs
+from xnowcast.testing import random_weights
 
 FLIPS = {"y": ("y",), "x": ("x",), "yx": ("y", "x")}
 
@@ -36,8 +37,20 @@ def coarse(da: xr.DataArray) -> xr.DataArray:
     return da.coarsen(y=2, x=2).mean().isel(time=slice(1, None, 2)).assign_attrs(da.attrs)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _weights_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Where models that cannot run untrained (cascast) get random "tiny" weights."""
+    _WEIGHTS_DIR.append(tmp_path_factory.mktemp("required-weights"))
+
+
+_WEIGHTS_DIR: list[Any] = []
+
+
 def run(model: str, da: xr.DataArray, task: str | None = None, **kwargs: Any) -> xr.DataArray:
-    if get_spec(model, task).task == "nowcast":
+    spec = get_spec(model, task)
+    if spec.weights_required and "weights" not in kwargs:
+        kwargs["weights"] = random_weights(spec.name, _WEIGHTS_DIR[-1], task=spec.task)
+    if spec.task == "nowcast":
         return da.nowcast.predict(model=model, steps=2, seed=0, progress=False, **kwargs)
     return coarse(da).downscale(model=model, factor=2, time_factor=2, progress=False, **kwargs)
 
@@ -88,7 +101,13 @@ def test_orientation_is_restored_on_dask_input(radar: xr.DataArray, model: str) 
 
 @pytest.mark.parametrize(
     ("task", "model"),
-    [("nowcast", "dgmr"), ("nowcast", "convlstm"), ("downscale", "unet"), ("downscale", "fczsm")],
+    [
+        ("nowcast", "dgmr"),
+        ("nowcast", "convlstm"),
+        ("nowcast", "cascast"),
+        ("downscale", "unet"),
+        ("downscale", "fczsm"),
+    ],
 )
 def test_tiled_domains_keep_the_orientation_rule(
     radar: xr.DataArray, task: str, model: str

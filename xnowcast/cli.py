@@ -162,7 +162,7 @@ def _cmd_models(args: argparse.Namespace) -> None:
     from xnowcast.registry import specs
 
     for spec in specs():
-        weights = spec.default_weights or "-"
+        weights = spec.default_weights or ("required" if spec.weights_required else "-")
         print(
             f"{spec.name:<14} {spec.task:<9} weights: {weights:<12} units: {spec.units:<6} "
             f"normalisation: {spec.normalisation}; {spec.summary}"

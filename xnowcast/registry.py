@@ -119,6 +119,11 @@ class ModelSpec:
     interface
         For models whose interface attributes depend on the config in another way
         than through config keys of the same names: ``interface(config) -> dict``.
+    weights_required
+        For models that cannot run untrained and ship no weights yet: how to train
+        them.  Resolving such a model without a weights file raises
+        :class:`~xnowcast.errors.WeightsError` with this text (building it for
+        training, :func:`build_model`, still works).
     """
 
     name: str
@@ -140,6 +145,7 @@ class ModelSpec:
     in_channels: int = 1
     static_channels: int = 0
     interface: Callable[[Any], dict[str, int]] | None = None
+    weights_required: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -520,6 +526,11 @@ def resolve_model(
     """
     spec = get_spec(name, task)
     path, sha256 = resolve_weights(spec, weights)
+    if path is None and spec.weights_required:
+        raise WeightsError(
+            f"Model {spec.name!r} needs trained weights and none are shipped in this build: "
+            f"{spec.weights_required}."
+        )
     record = WeightsRecord(path, sha256)
     if config is None:
         stored = record.metadata.get("config")

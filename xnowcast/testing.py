@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,12 @@ import xarray as xr
 
 from xnowcast.units import convert_values
 
-__all__ = ["assert_identical_grid", "assert_identical_outputs", "moving_storm"]
+__all__ = [
+    "assert_identical_grid",
+    "assert_identical_outputs",
+    "moving_storm",
+    "random_weights",
+]
 
 
 def _cells(
@@ -173,3 +179,25 @@ def assert_identical_outputs(a: xr.DataArray | xr.Dataset, b: xr.DataArray | xr.
     except for the time stamps of their ``history`` lines, which record when each was made
     (two runs a second apart differ there and nowhere else)."""
     xr.testing.assert_identical(_unstamped(a), _unstamped(b))
+
+
+def random_weights(
+    name: str, directory: str | Path, *, task: str = "nowcast", seed: int = 0
+) -> Path:
+    """Weights of an untrained model's ``"tiny"`` config, written to ``directory``.
+
+    For tests of models that cannot run untrained (their spec's ``weights_required``,
+    e.g. ``cascast``): ``predict(model=name, weights=random_weights(name, tmp))``.
+    """
+    import torch
+
+    from xnowcast.registry import get_spec
+    from xnowcast.weights import save_weights
+
+    spec = get_spec(name, task)
+    torch.manual_seed(seed)
+    net = spec.build("tiny")
+    path = Path(directory) / f"{spec.name}-tiny-{seed}.safetensors"
+    if not path.exists():
+        save_weights(net.state_dict(), path, {"model": spec.name, "config": net.config})
+    return path

@@ -149,7 +149,12 @@ def models_lines() -> list[str]:
                     step,
                     f"{spec.units}; {spec.normalisation}",
                     "yes" if spec.stochastic else "no",
-                    spec.default_weights or "none (parameter-free or untrained)",
+                    spec.default_weights
+                    or (
+                        "none shipped: trained weights required (``weights=PATH``)"
+                        if spec.weights_required
+                        else "none (parameter-free or untrained)"
+                    ),
                 ]
             )
     header = [

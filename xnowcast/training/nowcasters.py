@@ -158,6 +158,15 @@ def validate(model: Any, batch: CropBatch) -> dict[str, Any]:
     return out
 
 
+def optimiser_step(opt: torch.optim.Optimizer, loss: torch.Tensor, model: Any) -> float:
+    """Back-propagate ``loss``, clip ``model``'s gradients to norm 1, step; the loss value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return float(loss.detach())
+
+
 def _rng_state(sampler: SequenceCropSampler) -> dict[str, Any]:
     return dict(sampler.rng.bit_generator.state)
 
@@ -280,12 +289,7 @@ def train_nowcaster(
         if run.augment:
             batch = dihedral(batch, rng)
         pred = model(batch.inputs, batch.targets.shape[1])
-        loss = _masked_mse(pred, batch.targets, batch.valid)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        value = float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        value = optimiser_step(opt, _masked_mse(pred, batch.targets, batch.valid), model)
         step += 1
         cpu = time.process_time() - start_cpu
         history.append({"step": step, "loss": round(value, 5)})

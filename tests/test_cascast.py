@@ -1,0 +1,286 @@
+"""CasCast (issue 15): diffusion maths on oracles, the model through the API, its training.
+
+The DDIM sampler is checked on denoisers that know the answer (a point mass and a
+Gaussian, whose posterior means are exact); guidance 1 is the conditional model;
+the model needs weights, gives the same members for the same seed (however they are
+batched) and different members otherwise, keeps missing data missing, and its
+tiles cut one noise field; training lowers the loss on real radar crops and
+resumes bit for bit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xnowcast
+from xnowcast.errors import ModelError, WeightsError
+from xnowcast.weights import save_weights
+
+torch = pytest.importorskip("torch")
+
+from xnowcast.models.cascast import LatentNoise, build_cascast  # noqa: E402
+from xnowcast.models.diffusion import (  # noqa: E402
+    NoiseSchedule,
+    ddim_sample,
+    ddim_timesteps,
+    diffusion_loss,
+    guided,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def posterior_mean_oracle(schedule: NoiseSchedule, mean: float, std: float):
+    """The exact v of x0 ~ N(mean, std^2) (per element): E[x0 | x_t] in closed form."""
+
+    def model(x_t, t, drop):
+        a = schedule.abar(t, x_t)
+        var = a * std**2 + (1 - a)
+        x0 = mean + a.sqrt() * std**2 / var * (x_t - a.sqrt() * mean)
+        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        return a.sqrt() * eps - (1 - a).sqrt() * x0
+
+    return model
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_ddim_recovers_a_known_target_in_one_step_or_many(kind: str) -> None:
+    schedule = NoiseSchedule(1000, kind)
+    target = torch.linspace(-2, 3, 64).reshape(4, 16)
+    oracle = posterior_mean_oracle(schedule, 0.0, 1e-6)  # variance ~0 ...
+    exact = lambda x_t, t, drop: (  # noqa: E731  ... and exactly the target:
+        schedule.v_target(target, t, (x_t - schedule.abar(t, x_t).sqrt() * target)
+                          / (1 - schedule.abar(t, x_t)).sqrt())
+    )  # fmt: skip
+    noise = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
+    for steps in (1, 5, 20):
+        for eta in (0.0, 1.0):
+            out = ddim_sample(exact, schedule, noise, sampling_steps=steps, eta=eta)
+            torch.testing.assert_close(out, target, atol=1e-4, rtol=0)
+    assert float(ddim_sample(oracle, schedule, noise, sampling_steps=3).abs().max()) < 1e-3
+
+
+def test_ddim_one_step_gives_the_mean_many_steps_the_distribution() -> None:
+    """On x0 ~ N(0.5, 0.3^2): one step returns E[x0] (no spread); the spread of more steps
+    approaches 0.3 (DDIM's discretisation error shrinks with the step size), eta 0 or 1."""
+    schedule = NoiseSchedule(1000, "cosine")
+    oracle = posterior_mean_oracle(schedule, 0.5, 0.3)
+    noise = torch.randn(20_000, 1, generator=torch.Generator().manual_seed(1))
+    one = ddim_sample(oracle, schedule, noise, sampling_steps=1)
+    assert float(one.std()) < 0.01 and float(one.mean()) == pytest.approx(0.5, abs=0.01)
+    g = torch.Generator().manual_seed(2)
+    for eta in (0.0, 1.0):
+        spread = []
+        for steps in (20, 200, 1000):
+            many = ddim_sample(
+                oracle, schedule, noise, sampling_steps=steps, eta=eta,
+                step_noise=lambda k: torch.randn(noise.shape, generator=g),
+            )  # fmt: skip
+            assert float(many.mean()) == pytest.approx(0.5, abs=0.01)
+            spread.append(float(many.std()))
+        assert spread[0] > 0.2 and spread[0] < spread[1] < spread[2]
+        assert spread[2] == pytest.approx(0.3, rel=0.02)
+    assert ddim_timesteps(1000, 20)[0] == 999 and ddim_timesteps(1000, 20)[-1] == 0
+    assert len(ddim_timesteps(1000, 20)) == 20
+
+
+def test_guidance_one_is_the_conditional_prediction() -> None:
+    """Scale 1: the conditional model; 0: the null one; 3: cond + 2 (cond - null)."""
+    calls = []
+
+    def model(x_t, t, drop):
+        calls.append(int(x_t.shape[0]))
+        return torch.where(drop[:, None], -1.0, 2.0) * x_t
+
+    x, t = torch.ones(3, 5), torch.zeros(3, dtype=torch.long)
+    torch.testing.assert_close(guided(model, x, t, 1.0), 2.0 * x)
+    assert calls == [3]  # one pass, no wasted null prediction
+    torch.testing.assert_close(guided(model, x, t, 0.0), -1.0 * x)
+    torch.testing.assert_close(guided(model, x, t, 3.0), (-1.0 + 3.0 * 3.0) * x)
+
+
+def test_loss_drops_the_condition_with_its_probability() -> None:
+    schedule = NoiseSchedule(100)
+    seen = []
+
+    def model(x_t, t, drop):
+        seen.append(drop)
+        return torch.zeros_like(x_t)
+
+    x0 = torch.zeros(4000, 2)
+    loss = diffusion_loss(model, schedule, x0, drop_prob=0.25, generator=torch.Generator())
+    assert float(seen[0].float().mean()) == pytest.approx(0.25, abs=0.03)
+    assert float(loss) == pytest.approx(float(schedule.alphas_cumprod.mean()), rel=0.1)
+    with pytest.raises(ModelError, match="schedule"):
+        NoiseSchedule(10, "quadratic")
+
+
+# -- the model ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny cascast (3 lead times, extrapolation backbone) saved as weights."""
+    torch.manual_seed(0)
+    model = build_cascast("tiny")
+    path = tmp_path_factory.mktemp("cascast") / "tiny.safetensors"
+    save_weights(model.state_dict(), path, {"model": "cascast", "config": model.config})
+    return path
+
+
+@pytest.fixture(scope="module")
+def radar() -> xr.DataArray:
+    """6 frames of the real RMI sample, 64 x 64 km, raining."""
+    da = xnowcast.open_dataset("sample").precipitation
+    crop = da.isel(time=slice(-6, None), y=slice(64, 128), x=slice(96, 160)).load()
+    assert float((crop.isel(time=-1) > 1).mean()) > 0.2
+    return crop
+
+
+def predict(da: xr.DataArray, weights: Path, **kwargs) -> xr.DataArray:
+    return da.nowcast.predict(model="cascast", steps=3, weights=weights, progress=False, **kwargs)
+
+
+def test_cascast_needs_weights_and_says_how_to_train_them(radar: xr.DataArray) -> None:
+    for weights in ("default", None):
+        with pytest.raises(WeightsError, match=r"python -m xnowcast\.training\.cascast"):
+            radar.nowcast.predict(model="cascast", weights=weights)
+    with pytest.raises(ModelError, match="deterministic nowcaster"):
+        build_cascast({"backbone": "dgmr"})
+    with pytest.raises(ModelError, match="at most 3 lead times"):
+        build_cascast("tiny")(torch.zeros(1, 4, 1, 16, 16), 4)
+
+
+def test_members_follow_the_seed_not_the_batching(radar: xr.DataArray, tiny_weights) -> None:
+    a = predict(radar, tiny_weights, members=3, seed=7)
+    b = predict(radar, tiny_weights, members=3, seed=7, batch_size=1)
+    assert a.dims[:2] == ("lead_time", "member") and a.attrs["units"] == radar.attrs["units"]
+    # the same noise; the numbers to float32 rounding (batched convolutions may sum in
+    # another order)
+    np.testing.assert_allclose(a.values, b.values, rtol=0, atol=1e-4)
+    c = predict(radar, tiny_weights, members=2, seed=7)
+    np.testing.assert_allclose(c.values, a.isel(member=slice(0, 2)).values, rtol=0, atol=1e-4)
+    assert float(np.abs(a.isel(member=0) - a.isel(member=1)).mean()) > 1e-3
+    d = predict(radar, tiny_weights, members=1, seed=8)
+    assert float(np.abs(d.values - a.isel(member=0).values).mean()) > 1e-3
+
+
+def test_missing_pixels_stay_missing(radar: xr.DataArray, tiny_weights) -> None:
+    gappy = radar.copy(data=radar.values.copy())
+    gappy[-1, :10, :10] = np.nan
+    fc = predict(gappy, tiny_weights, seed=0)
+    assert np.isnan(fc.values[:, :10, :10]).all()
+    assert np.isfinite(fc.values[:, 16:, 16:]).all()
+
+
+def test_tiles_cut_one_noise_field_per_member() -> None:
+    model = build_cascast("tiny")
+    frames = torch.zeros(2, 4, 1, 64, 48)
+    noise = model.sample_noise(frames, torch.Generator().manual_seed(3))
+    tile = model.crop_noise(noise, slice(16, 48), slice(8, 40))
+    torch.testing.assert_close(tile.initial, noise.initial[..., 4:12, 2:10])
+    torch.testing.assert_close(tile.step(5), noise.step(5)[..., 4:12, 2:10])
+    assert not torch.equal(noise.step(5), noise.step(6))
+    assert not torch.equal(noise.initial[0], noise.initial[1])
+    with pytest.raises(ModelError, match="multiples of 8"):
+        model.crop_noise(noise, slice(4, 36), slice(0, 32))
+    assert isinstance(tile, LatentNoise)
+
+
+# -- training -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def samplers(shared_data: Path):
+    from xnowcast.io import open_radar
+    from xnowcast.training.nowcasters import build_samplers
+
+    train = {"mch-20150515": open_radar(shared_data / "radar" / "mch" / "20150515")}
+    return build_samplers(train, train, input_frames=4, lead_frames=3, crop=32, val_crop=32,
+                          val_crops=2)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def autoencoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from xnowcast.models.frame_autoencoder import build_frame_autoencoder
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("ae") / "ae.safetensors"
+    save_weights(build_frame_autoencoder("tiny").state_dict(), path, {"config": "tiny"})
+    return path
+
+
+def test_training_lowers_the_loss_on_real_radar(samplers, autoencoder: Path) -> None:
+    """Forty steps on one batch of real crops: the loss at fixed noise falls below 0.9x
+    (predicting v = 0 scores about 1: the residual has unit scale)."""
+    from xnowcast.training.cascast import validation_loss
+    from xnowcast.weights import load_state_dict
+
+    _, batch = samplers
+    torch.manual_seed(0)
+    model = build_cascast("tiny")
+    model.autoencoder.load_state_dict(load_state_dict(autoencoder)[0])
+    model.set_scales(batch.inputs, batch.targets, batch.valid)
+    before = validation_loss(model, batch)
+    opt = torch.optim.Adam(model.denoiser.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        loss = model.training_loss(batch.inputs, batch.targets, batch.valid, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert validation_loss(model, batch) < 0.9 * before
+    assert all(p.grad is None for p in model.autoencoder.parameters())
+
+
+def test_training_resumes_bit_for_bit(samplers, autoencoder: Path, tmp_path: Path) -> None:
+    from xnowcast.training.cascast import WEIGHTS, train_cascast
+    from xnowcast.weights import load_state_dict
+
+    sampler, batch = samplers
+
+    def run(steps: int, out: str) -> dict:
+        return train_cascast(
+            sampler, batch, tmp_path / out, autoencoder, config="tiny", steps=steps,
+            val_every=2, checkpoint_every=2, final_samples=out == "straight", progress=False,
+        )  # fmt: skip
+
+    straight = run(4, "straight")
+    run(2, "resumed")
+    resumed = run(4, "resumed")
+    assert resumed["history"] == straight["history"] and resumed["steps"] == 4
+    a, meta = load_state_dict(tmp_path / "straight" / WEIGHTS)
+    b, _ = load_state_dict(tmp_path / "resumed" / WEIGHTS)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    training = meta["training"]
+    assert training["held_out"] == "rmi-20210704" and training["steps"] == 4
+    assert len(training["curve"]) == 3 and training["scales"]["residual_scale"] > 0
+    assert meta["scores"]["mae_backbone"] >= 0 and meta["config"]["lead_frames"] == 3
+    assert len(training["autoencoder"]["sha256"]) == 64
+    fc = batch.inputs[:1]
+    model = xnowcast.registry.load_model("cascast", weights=tmp_path / "straight" / WEIGHTS)
+    assert model(fc, 3, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 1, 32, 32)
+
+
+def test_the_backbone_is_any_deterministic_nowcaster_with_its_weights() -> None:
+    """``backbone="convlstm"``: the shipped ConvLSTM is the deterministic stage."""
+    model = build_cascast({**build_cascast("tiny").config, "backbone": "convlstm"})
+    reference = xnowcast.registry.load_model("convlstm")
+    x = torch.rand(1, 4, 1, 32, 32) * 8
+    with torch.no_grad():
+        expected = reference(x, 3)
+    torch.testing.assert_close(model.deterministic(x), expected.clamp(0, 128))
+    assert xnowcast.registry.get_spec("cascast").declared({"backbone": "convlstm"}) == {
+        "input_frames": 4
+    }
+
+
+def test_dask_input_gives_the_same_members_lazily(radar: xr.DataArray, tiny_weights) -> None:
+    eager = predict(radar, tiny_weights, members=2, seed=1)
+    lazy = predict(radar.chunk({"time": 2}), tiny_weights, members=2, seed=1)
+    assert lazy.chunks is not None
+    np.testing.assert_array_equal(lazy.compute().values, eager.values)
