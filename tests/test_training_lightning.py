@@ -295,3 +295,41 @@ def test_supervised_nowcaster_learns_the_known_answer() -> None:
     )  # fmt: skip
     trainer.fit(module, datamodule=dm)
     assert abs(float(model.gain.detach()) - 1.0) < 0.1 < abs(0.5 - 1.0)
+
+
+def test_atmodist_trains_resumes_and_scores_with_verify(events_zarr: Path, tmp_path: Path) -> None:
+    """The self-supervised encoder's family: 3 steps, resumed to 5, loaded by verify."""
+    from xnowcast.cli import main
+    from xnowcast.metrics import atmodist_terms_array
+    from xnowcast.testing import moving_storm
+
+    run = tmp_path / "D"
+    common = ["--config", "tiny", "--quiet", "--accelerator", "cpu"]
+    data = ["--data", str(events_zarr)]
+    assert main(["train", "atmodist", *data, *common, "--max-steps", "3", "--out", str(run)]) == 0
+    weights = run / "atmodist-tiny.safetensors"
+    after_three, _ = load_state_dict(weights)
+    assert main(["train", "--resume", str(run), "--max-steps", "5", "--quiet"]) == 0
+    state, meta = load_state_dict(weights)
+    training = meta["training"]
+    assert (training["steps"], training["world_size"], training["resumed_at"]) == (5, 1, [3])
+    assert training["task"] == training["family"] == "representation"
+    assert training["data"]["train"]["max_missing"] == 0.0  # fully observed windows only
+    assert meta["format"] == "xnowcast-representation-1" and meta["config"]["lags"] == [1, 2, 4]
+    held = meta["scores"]
+    assert held == training["heldout_scores"] and held["pairs"] >= 8
+    assert 0 <= held["lag_accuracy"]["accuracy"] <= 1 and held["lag_accuracy"]["chance"] == 1 / 3
+    assert set(held["distance_by_lag_minutes"]) == {"5", "10", "20"}
+    assert any(not torch.equal(state[k], after_three[k]) for k in state), "steps 4-5 did nothing"
+    # the distance is calibrated on training windows (60-min pairs: here the largest lag)
+    assert float(state["encoder.distance_scale"]) not in (0.0, 1.0)
+
+    storm = moving_storm(frames=8, shape=(48, 48))
+    fc = xnowcast.nowcast(storm.isel(time=slice(0, 4)), model="persistence", steps=4)
+    trained = xnowcast.verify(fc, storm, metrics=["atmodist"], atmodist_weights=str(weights))
+    shipped = xnowcast.verify(fc, storm, metrics=["atmodist"])
+    assert trained.atmodist.attrs["encoder_weights"] == str(weights)
+    assert np.isfinite(trained.atmodist.values).all() and (trained.atmodist.values > 0).all()
+    assert not np.allclose(trained.atmodist.values, shipped.atmodist.values)
+    field = storm.values[:1]
+    assert atmodist_terms_array(field, field, weights=str(weights))[0, 0] == 0.0

@@ -201,9 +201,10 @@ def _cmd_reexport(args: argparse.Namespace) -> None:
     print(f"  -> {done.path} (sha256 {done.sha256})")
     print("  same tensors; the written file scores as the source on the held-out windows")
     for row in comparable_scores(done.stored_scores, done.heldout_scores):
+        better = "" if row["better"] == "none" else f"{row['better']} is better; "
         print(
             f"  {row['metric']:<36} stored {row['stored']:.4g}   Lightning held-out "
-            f"{row['lightning']:.4g}   ({row['better']} is better; other windows)"
+            f"{row['lightning']:.4g}   ({better}other windows)"
         )
 
 
