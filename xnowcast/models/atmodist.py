@@ -57,7 +57,7 @@ __all__ = [
 #: The shipped encoder (``xnowcast/weights/``): file name and sha256.
 ATMODIST_WEIGHTS = (
     "atmodist-radar.safetensors",
-    "81914cc7818420735756f5397479c9dd5681c5d54472c51e4a2a37a7d06157ab",
+    "44ff2ce29bf1a3322577ee888771d0364f6f70f5cc4833098c732fccafd0cdc8",
 )
 
 ATMODIST_CONFIGS: dict[str, dict[str, Any]] = {
