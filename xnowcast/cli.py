@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=None, help="window side in pixels of the data")
     p.add_argument("--resume", default=None, help="continue the run in this folder")
     p.add_argument("--seed", type=int, default=None, help="seed of the whole run (default 0)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (supervised models)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (not dgmr)")
     p.add_argument("--factor", type=int, default=None, help="downscaling factor (default 2)")
     p.add_argument("--time-factor", type=int, default=None, help="time factor (default 2)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
