@@ -16,13 +16,7 @@ from torch import nn
 from xnowcast.errors import ModelError
 from xnowcast.training.lightning.datamodule import DownscaleTask, LagTask, NowcastTask
 
-__all__ = [
-    "RECIPES",
-    "Trainable",
-    "build_trainable",
-    "load_written",
-    "recipe_for",
-]
+__all__ = ["RECIPES", "Trainable", "build_trainable", "load_written", "recipe_for"]
 
 #: Config names that mean another preset of a model (every trainable model has ``tiny``).
 CONFIG_ALIASES: dict[str, dict[str, str]] = {
