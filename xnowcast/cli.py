@@ -164,7 +164,7 @@ def _cmd_models(args: argparse.Namespace) -> None:
     for spec in specs():
         weights = spec.default_weights or "-"
         print(
-            f"{spec.name:<14} {spec.task:<9} weights: {weights:<12} units: {spec.units:<6} "
+            f"{spec.name:<14} {spec.task:<14} weights: {weights:<12} units: {spec.units:<6} "
             f"normalisation: {spec.normalisation}; {spec.summary}"
         )
 
