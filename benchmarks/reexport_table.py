@@ -27,6 +27,8 @@ from xnowcast.weights import PACKAGE_WEIGHTS_DIR, file_sha256, read_metadata
 
 def _baselines(held: dict) -> str:
     """The model's MSE against each baseline's on the same Lightning windows."""
+    if "lag_accuracy" in held:  # a self-supervised encoder: no baseline but chance
+        return f"chance {held['lag_accuracy']['chance']:.3g}"
     key = "mse" if "trilinear" in held else "mse_of_mean"
     model = held["model"][key]
     parts = [
@@ -49,7 +51,8 @@ def rows(folder: Path = PACKAGE_WEIGHTS_DIR) -> tuple[list[list[str]], list[str]
         held = training["heldout_scores"]
         stored = {k: v for k, v in meta["scores"].items() if k != "lightning_heldout"}
         shas = f"`{training['reexported_from_sha256'][:12]}` -> `{file_sha256(path)[:12]}`"
-        windows = f"{held.get('windows')} windows; {_baselines(held)}"
+        count = f"{held['pairs']} pairs" if "pairs" in held else f"{held.get('windows')} windows"
+        windows = f"{count}; {_baselines(held)}"
         for k, row in enumerate(comparable_scores(stored, held)):
             out.append(
                 [
@@ -76,6 +79,7 @@ RUNS = {
         "downscale",
         [{"factor": 2, "time_factor": 2}, {"factor": 4, "time_factor": 1}],
     ),
+    "atmodist-radar": ("atmodist", "representation", [{}]),
 }
 
 
@@ -97,7 +101,13 @@ def same_output(rev: str) -> list[str]:
             for kw in settings:
                 outs = []
                 for weights in (str(old), str(PACKAGE_WEIGHTS_DIR / old.name)):
-                    if task == "nowcast":
+                    if task == "representation":  # verify's learned distance
+                        radar = sample.isel(time=slice(0, 4))
+                        fc = xnowcast.nowcast(radar, model="extrapolation", steps=6)
+                        fc = xnowcast.verify(
+                            fc, sample, metrics=["atmodist"], atmodist_weights=weights
+                        ).atmodist
+                    elif task == "nowcast":
                         radar = sample.isel(time=slice(0, 4))
                         fc = xnowcast.nowcast(radar, model=name, steps=6, weights=weights)
                     else:

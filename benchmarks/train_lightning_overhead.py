@@ -10,9 +10,16 @@ marginal cost of a step is ``(T(N) - T(1)) / (N - 1)`` for each, so start-up
 the time of a one-step run, shows that start-up (for the earlier loop without
 the cutting of the pairs, done before the clock starts).
 
+``--model atmodist`` compares the AtmoDist encoder's own loop
+(:func:`xnowcast.training.atmodist.train_steps` on patch banks cut beforehand,
+in memory) with ``xnowcast train atmodist`` (Lightning, 13-frame 48-px windows
+read lazily), both the ``small`` config with 32 lag pairs a step (8 windows x 4
+pairs on the Lightning path).
+
 Run::
 
     OMP_NUM_THREADS=1 python benchmarks/train_lightning_overhead.py --data-root ../shared/data
+    OMP_NUM_THREADS=1 python benchmarks/train_lightning_overhead.py --model atmodist --steps 20
 """
 
 from __future__ import annotations
@@ -39,18 +46,36 @@ def _legacy(da, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def _lightning(store: Path, out: Path, steps: int) -> float:
+def _legacy_atmodist(da, steps: int) -> float:
+    from xnowcast.models.atmodist import build_lag_classifier
+    from xnowcast.training.atmodist import patch_bank, train_steps
+
+    torch.manual_seed(0)
+    net = build_lag_classifier("small")
+    banks = [torch.from_numpy(patch_bank(da.values, int(net.config["patch"])))]
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    train_steps(net, optimiser, banks, torch.Generator().manual_seed(0), steps, batch_size=32)
+    return time.perf_counter() - start
+
+
+#: The Lightning run of each model: config, batch size and crop (None: the recipe's).
+LIGHTNING_RUNS = {"zsm": ("flow-tiny", 2, 32), "atmodist": ("small", 8, None)}
+
+
+def _lightning(store: Path, out: Path, steps: int, model: str = "zsm") -> float:
     import xnowcast
 
+    config, batch_size, crop = LIGHTNING_RUNS[model]
     start = time.perf_counter()
     xnowcast.train(
-        "zsm",
+        model,
         data=str(store),
         out=out,
-        config="flow-tiny",
+        config=config,
         max_steps=steps,
-        batch_size=2,
-        crop=32,
+        batch_size=batch_size,
+        crop=crop,
         accelerator="cpu",
         progress=False,
         checkpoint_every=10_000,
@@ -62,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--model", choices=sorted(LIGHTNING_RUNS), default="zsm")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from xnowcast.training.pairs import load_rain_rate
@@ -71,11 +97,16 @@ def main() -> None:
         store = Path(tmp) / "mch.zarr"
         da.to_dataset(name="precipitation").chunk({"time": 1}).to_zarr(store, consolidated=False)
         rows = []
+        legacy = (
+            ("atmodist.train_steps (banks in memory)", lambda n: _legacy_atmodist(da, n))
+            if args.model == "atmodist"
+            else ("supervised.train (pairs in memory)", lambda n: _legacy(da, n))
+        )
         for name, run in (
-            ("supervised.train (pairs in memory)", lambda n: _legacy(da, n)),
+            legacy,
             (
                 "xnowcast.train (Lightning, lazy zarr)",
-                lambda n, t=tmp: _lightning(store, Path(t) / f"r{n}", n),
+                lambda n, t=tmp: _lightning(store, Path(t) / f"r{n}", n, args.model),
             ),
         ):
             one, many = run(1), run(args.steps)

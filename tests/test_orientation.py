@@ -78,9 +78,15 @@ def reference(model: str, radar: xr.DataArray, task: str | None = None) -> xr.Da
     return _REFERENCE[task, model]
 
 
+#: Every model the nowcast and downscale pipelines run (not the metrics' encoders).
+PIPELINE_SPECS = [s for s in specs() if s.task in ("nowcast", "downscale")]
+
+
 @pytest.mark.parametrize("flipped", list(FLIPS))
 @pytest.mark.parametrize(
-    ("task", "model"), [s.key for s in specs()], ids=[f"{s.task}/{s.name}" for s in specs()]
+    ("task", "model"),
+    [s.key for s in PIPELINE_SPECS],
+    ids=[f"{s.task}/{s.name}" for s in PIPELINE_SPECS],
 )
 def test_flipped_input_gives_the_flipped_output(
     radar: xr.DataArray, task: str, model: str, flipped: str

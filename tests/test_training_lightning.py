@@ -53,15 +53,23 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
+#: Two data-parallel CPU processes (gloo), as the issue's done-when runs them.
+DDP = ("--devices", "2", "--accelerator", "cpu", "--strategy", "ddp")
+
+
+def _ddp_three_steps(model: str, data: Path, run: Path) -> None:
+    """``xnowcast train MODEL --config tiny`` on 2 CPU processes, 3 steps, into ``run``."""
+    done = _cli(
+        model, "--data", str(data), "--config", "tiny", *DDP, "--max-steps", "3", "--out", str(run)
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_cli_ddp_two_processes_resume_and_load(events_zarr: Path, tmp_path: Path) -> None:
     """The issue's done-when: 2-process CPU DDP, 3 steps, resumed to 5, weights load."""
     run = tmp_path / "D"
-    common = ["--devices", "2", "--accelerator", "cpu", "--strategy", "ddp"]
-    first = _cli(
-        "zsm", "--data", str(events_zarr), "--config", "tiny", *common,
-        "--max-steps", "3", "--out", str(run),
-    )  # fmt: skip
-    assert first.returncode == 0, first.stderr[-3000:]
+    common = list(DDP)
+    _ddp_three_steps("zsm", events_zarr, run)
     weights = run / "zsm-tiny.safetensors"
     assert read_metadata(weights)["training"]["steps"] == 3
     second = _cli(
@@ -295,3 +303,58 @@ def test_supervised_nowcaster_learns_the_known_answer() -> None:
     )  # fmt: skip
     trainer.fit(module, datamodule=dm)
     assert abs(float(model.gain.detach()) - 1.0) < 0.1 < abs(0.5 - 1.0)
+
+
+def test_atmodist_ddp_two_processes_resume_and_verify(events_zarr: Path, tmp_path: Path) -> None:
+    """The self-supervised encoder's family: 2-process DDP, 3 steps, resumed to 5, verify loads it."""
+    from xnowcast.metrics import atmodist_terms_array
+    from xnowcast.testing import moving_storm
+
+    run = tmp_path / "D"
+    _ddp_three_steps("atmodist", events_zarr, run)
+    weights = run / "atmodist-tiny.safetensors"
+    after_three, _ = load_state_dict(weights)
+    second = _cli("--resume", str(run), "--max-steps", "5", *DDP)
+    assert second.returncode == 0, second.stderr[-3000:]
+    state, meta = load_state_dict(weights)
+    training = meta["training"]
+    assert (training["steps"], training["world_size"], training["resumed_at"]) == (5, 2, [3])
+    assert training["replicas_in_sync"] is True
+    assert training["task"] == training["family"] == "representation"
+    assert training["data"]["train"]["max_missing"] == 0.0  # fully observed windows only
+    assert meta["format"] == "xnowcast-representation-1" and meta["config"]["lags"] == [1, 2, 4]
+    held = meta["scores"]
+    assert held == training["heldout_scores"] and held["pairs"] >= 8
+    assert 0 <= held["lag_accuracy"]["accuracy"] <= 1 and held["lag_accuracy"]["chance"] == 1 / 3
+    assert set(held["distance_by_lag_minutes"]) == {"5", "10", "20"}
+    assert any(not torch.equal(state[k], after_three[k]) for k in state), "steps 4-5 did nothing"
+    # the distance is calibrated on training windows (the largest lag's pairs)
+    assert float(state["encoder.distance_scale"]) not in (0.0, 1.0)
+
+    storm = moving_storm(frames=8, shape=(48, 48))
+    fc = xnowcast.nowcast(storm.isel(time=slice(0, 4)), model="persistence", steps=4)
+    trained = xnowcast.verify(fc, storm, metrics=["atmodist"], atmodist_weights=str(weights))
+    shipped = xnowcast.verify(fc, storm, metrics=["atmodist"])
+    assert trained.atmodist.attrs["encoder_weights"] == str(weights)
+    assert np.isfinite(trained.atmodist.values).all() and (trained.atmodist.values > 0).all()
+    assert not np.allclose(trained.atmodist.values, shipped.atmodist.values)
+    field = storm.values[:1]
+    assert atmodist_terms_array(field, field, weights=str(weights))[0, 0] == 0.0
+
+
+def test_atmodist_learns_the_lag_of_a_moving_storm(tmp_path: Path) -> None:
+    """Cells moving at a constant speed: the lag is the displacement, which the encoder learns."""
+    from xnowcast.testing import moving_storm
+
+    storm = moving_storm(frames=100, shape=(96, 96), cells=12, start="2020-05-01T12:00")
+    weights = xnowcast.train(
+        "atmodist", data=storm, config="tiny", max_steps=300, batch_size=8, lr=3e-3,
+        out=tmp_path / "L", accelerator="cpu", progress=False,
+    )  # fmt: skip
+    assert weights is not None
+    held = read_metadata(weights)["scores"]
+    assert held["pairs"] >= 48  # the last 10 % of the frames: held out
+    # chance is 1/3: 0.55 on >= 48 pairs is > 3 standard errors above it
+    assert held["lag_accuracy"]["accuracy"] >= 0.55, held
+    distance = held["distance_by_lag_frames"]
+    assert distance["1"] < distance["2"] < distance["4"]

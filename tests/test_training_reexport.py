@@ -172,3 +172,53 @@ def test_refused_cases_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert f"sha256 {before[:12]}" in out and "MSE (mm/h)^2" not in out  # no stored MSE
     assert read_metadata(old)["training"]["reexported_from_sha256"] == before
+
+
+def test_encoder_round_trip_same_tensors_and_distance(tmp_path: Path) -> None:
+    """A tiny AtmoDist encoder as the old trainer saves it: same tensors, same verify scores."""
+    stored = {
+        "heldout_lag_accuracy": {"accuracy": 0.5, "within_one_class": 0.9, "chance": 1 / 3},
+        "heldout_distance_by_lag_minutes": {"5": 0.3, "10": 0.6, "20": 1.1},
+    }
+    old, _ = _old_weights(tmp_path, "atmodist", stored)
+    done = reexport("atmodist", old, tmp_path / "new", data="sample")
+    held = _check_export(old, done.path, "representation", "representation")
+    accuracy = held["lag_accuracy"]
+    assert held["pairs"] >= 16 and accuracy["chance"] == pytest.approx(1 / 3)
+    assert 0 <= accuracy["accuracy"] <= accuracy["within_one_class"] <= 1
+    assert read_metadata(done.path)["format"] == "xnowcast-representation-1"
+    assert done.path.name == old.name
+    rows = {r["metric"]: r for r in comparable_scores(done.stored_scores, held)}
+    assert rows["lag accuracy"]["stored"] == 0.5
+    assert rows["lag accuracy"]["lightning"] == accuracy["accuracy"]
+    assert rows["distance at 20 min"]["lightning"] == held["distance_by_lag_minutes"]["20"]
+
+    radar = xnowcast.open_dataset("sample")["precipitation"]
+    fc = xnowcast.nowcast(radar.isel(time=slice(0, 4)), model="extrapolation", steps=3)
+    scores = [
+        xnowcast.verify(fc, radar, metrics=["atmodist"], atmodist_weights=str(w)).atmodist
+        for w in (old, done.path)
+    ]
+    assert np.isfinite(scores[0].values).all()
+    np.testing.assert_array_equal(scores[0].values, scores[1].values)
+
+
+def test_encoder_refuses_other_weights(tmp_path: Path) -> None:
+    """Weights of another model, or of another config, are refused with the reason."""
+    other, _ = _old_weights(tmp_path, "convlstm", {})
+    with pytest.raises(WeightsError, match="holds weights of 'convlstm', not 'atmodist'"):
+        reexport("atmodist", other, tmp_path / "x.safetensors", data="sample")
+    radar = xnowcast.open_dataset("sample")["precipitation"]
+    fc = xnowcast.nowcast(radar.isel(time=slice(0, 4)), model="persistence", steps=1)
+    with pytest.raises(WeightsError, match="not of the AtmoDist encoder"):
+        xnowcast.verify(fc, radar, metrics=["atmodist"], atmodist_weights=str(other))
+    old, _ = _old_weights(tmp_path, "atmodist", {})
+    state, meta = load_state_dict(old)
+    wider = {**meta["config"], "width": 2 * int(meta["config"]["width"])}
+    save_weights(state, tmp_path / "lies.safetensors", {**meta, "config": wider})
+    with pytest.raises(WeightsError, match="does not fit 'atmodist' built from its stored config"):
+        reexport("atmodist", tmp_path / "lies.safetensors", tmp_path / "y", data="sample")
+    with pytest.raises(WeightsError, match="does not fit the AtmoDist encoder"):
+        xnowcast.verify(
+            fc, radar, metrics=["atmodist"], atmodist_weights=str(tmp_path / "lies.safetensors")
+        )

@@ -164,7 +164,7 @@ def _cmd_models(args: argparse.Namespace) -> None:
     for spec in specs():
         weights = spec.default_weights or ("required" if spec.weights_required else "-")
         print(
-            f"{spec.name:<14} {spec.task:<9} weights: {weights:<12} units: {spec.units:<6} "
+            f"{spec.name:<14} {spec.task:<14} weights: {weights:<12} units: {spec.units:<6} "
             f"normalisation: {spec.normalisation}; {spec.summary}"
         )
 
@@ -201,9 +201,10 @@ def _cmd_reexport(args: argparse.Namespace) -> None:
     print(f"  -> {done.path} (sha256 {done.sha256})")
     print("  same tensors; the written file scores as the source on the held-out windows")
     for row in comparable_scores(done.stored_scores, done.heldout_scores):
+        better = "" if row["better"] == "none" else f"{row['better']} is better; "
         print(
             f"  {row['metric']:<36} stored {row['stored']:.4g}   Lightning held-out "
-            f"{row['lightning']:.4g}   ({row['better']} is better; other windows)"
+            f"{row['lightning']:.4g}   ({better}other windows)"
         )
 
 
@@ -375,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=None, help="window side in pixels of the data")
     p.add_argument("--resume", default=None, help="continue the run in this folder")
     p.add_argument("--seed", type=int, default=None, help="seed of the whole run (default 0)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (supervised models)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (not dgmr)")
     p.add_argument("--factor", type=int, default=None, help="downscaling factor (default 2)")
     p.add_argument("--time-factor", type=int, default=None, help="time factor (default 2)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")

@@ -3,7 +3,10 @@
 Every model module in :mod:`xnowcast.models` declares its own spec beside the model
 (``register(ModelSpec(...))`` at module level); the registry imports those modules on
 the first lookup, so ``import xnowcast`` imports no torch.  Names are unique per task
-(``unet`` may be both a nowcaster and a downscaler).
+(``unet`` may be both a nowcaster and a downscaler).  Besides the nowcasters and
+downscalers there is a third task, ``representation``: self-supervised encoders
+(``atmodist``) that the metrics use and ``xnowcast train`` trains; the nowcast and
+downscale pipelines never run them.
 
 A name is resolved once, by :func:`resolve_model`, into a :class:`ResolvedModel`:
 the spec, the weights record (file, sha256, metadata) and the config.  That one
@@ -56,11 +59,12 @@ __all__ = [
     "weights_record",
 ]
 
-TASKS = ("nowcast", "downscale")
+TASKS = ("nowcast", "downscale", "representation")
 #: Interface attributes a spec declares and a built module must have, per task.
-INTERFACE = {
+INTERFACE: dict[str, tuple[str, ...]] = {
     "nowcast": ("input_frames",),
     "downscale": ("window", "in_channels", "static_channels"),
+    "representation": (),
 }
 
 
@@ -83,7 +87,9 @@ class ModelSpec:
     Attributes
     ----------
     name, task
-        Registry name (unique per task) and ``"nowcast"`` or ``"downscale"``.
+        Registry name (unique per task) and ``"nowcast"``, ``"downscale"`` or
+        ``"representation"`` (a self-supervised encoder: used by metrics, trained by
+        ``xnowcast train``, never run by the nowcast/downscale pipelines).
     builder
         ``"module:function"`` building the ``nn.Module``: ``function(config, **kwargs)``
         (downscalers get ``factor=`` and ``time_factor=``).
@@ -127,7 +133,7 @@ class ModelSpec:
     """
 
     name: str
-    task: Literal["nowcast", "downscale"]
+    task: Literal["nowcast", "downscale", "representation"]
     builder: str
     summary: str
     reference: str
@@ -157,7 +163,7 @@ class ModelSpec:
             problems.append(f"builder must be 'module:function', not {self.builder!r}")
         if self.task == "nowcast" and (self.input_frames is None or self.input_frames < 1):
             problems.append("a nowcaster must declare input_frames >= 1")
-        if self.task == "nowcast" and (self.factors or self.time_factors or self.window):
+        if self.task != "downscale" and (self.factors or self.time_factors or self.window):
             problems.append("factors, time_factors and window are for downscalers")
         if self.default_weights is not None and self.default_weights not in self.weights:
             problems.append(f"default_weights {self.default_weights!r} is not in weights")
@@ -309,7 +315,7 @@ def unregister(name: str, task: str | None = None) -> ModelSpec:
 
 
 def list_models(task: str | None = None) -> list[str]:
-    """Registered model names, optionally of one task (``"nowcast"``/``"downscale"``)."""
+    """Registered model names, optionally of one task (``"nowcast"``, ``"downscale"``, ...)."""
     return MODELS.names(task)
 
 

@@ -29,13 +29,14 @@ __all__ = ["atmodist_terms_array"]
 _CHUNK = 8
 
 
-def atmodist_terms_array(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def atmodist_terms_array(a: np.ndarray, b: np.ndarray, weights: str | None = None) -> np.ndarray:
     """Learned distance of each 2-D field of ``a`` to the matching one of ``b`` and whether known.
 
     ``a`` and ``b`` are rain rate in mm/h, last two axes (Y, X), NaN missing
     (left out: see :meth:`~xnowcast.models.atmodist.RadarEncoder.distance`).
     Returns shape ``(..., 2)``: ``[distance (0 if unknown), 1 if known else 0]``,
-    so that sums over fields give a mean.
+    so that sums over fields give a mean.  ``weights``: the encoder's weights file
+    (default: the shipped one; see :func:`~xnowcast.models.atmodist.load_encoder`).
     """
     import torch
 
@@ -46,7 +47,7 @@ def atmodist_terms_array(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = np.broadcast_arrays(a, b)
     lead, (ny, nx) = a.shape[:-2], a.shape[-2:]
     flat_a, flat_b = a.reshape(-1, 1, ny, nx), b.reshape(-1, 1, ny, nx)
-    encoder = load_encoder()
+    encoder = load_encoder(weights)
     out = np.zeros((flat_a.shape[0], 2), dtype=np.float64)
     with torch.inference_mode():
         for start in range(0, flat_a.shape[0], _CHUNK):

@@ -26,6 +26,10 @@ Inputs are rain rate in mm/h, log-transformed inside
 (``log1p(R) / log1p(10 mm/h)``); missing cells must be masked by the caller
 (:meth:`RadarEncoder.distance` takes a ``known`` mask).  Nothing here imports
 xarray.
+
+The model is registered under the task ``representation`` (``atmodist``): the
+registry holds its shipped weights and their sha256, and ``xnowcast train
+atmodist`` trains it (:mod:`xnowcast.training.lightning`).
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xnowcast.errors import ModelError
+from xnowcast.errors import ModelError, WeightsError
+from xnowcast.registry import ModelSpec, WeightsFile, register
 
 __all__ = [
     "ATMODIST_CONFIGS",
     "ATMODIST_WEIGHTS",
+    "SPEC",
     "LagClassifier",
     "RadarEncoder",
     "build_lag_classifier",
@@ -51,7 +57,7 @@ __all__ = [
 #: The shipped encoder (``xnowcast/weights/``): file name and sha256.
 ATMODIST_WEIGHTS = (
     "atmodist-radar.safetensors",
-    "81914cc7818420735756f5397479c9dd5681c5d54472c51e4a2a37a7d06157ab",
+    "44ff2ce29bf1a3322577ee888771d0364f6f70f5cc4833098c732fccafd0cdc8",
 )
 
 ATMODIST_CONFIGS: dict[str, dict[str, Any]] = {
@@ -194,20 +200,51 @@ def load_encoder(path: str | None = None, sha256: str | None = None) -> RadarEnc
     Parameters
     ----------
     path, sha256
-        A weights file written by :mod:`xnowcast.training.atmodist` and its expected
-        digest; default: the shipped :data:`ATMODIST_WEIGHTS`.
+        A weights file of the lag classifier (written by ``xnowcast train atmodist`` or
+        :mod:`xnowcast.training.srgan_run`) and its expected digest (None: not checked);
+        default: the shipped weights of :data:`SPEC` (:data:`ATMODIST_WEIGHTS`).
     """
-    from xnowcast.weights import PACKAGE_WEIGHTS_DIR, load_state_dict
+    from xnowcast.weights import load_state_dict
 
     if path is None:
-        path, sha256 = str(PACKAGE_WEIGHTS_DIR / ATMODIST_WEIGHTS[0]), ATMODIST_WEIGHTS[1]
+        shipped = SPEC.weights[SPEC.default_weights or "radar"]
+        path, sha256 = str(shipped.path), shipped.sha256
+    path = str(path)
     key = f"{path}:{sha256}"
     if key not in _ENCODERS:
         state, metadata = load_state_dict(path, sha256=sha256)
+        if metadata.get("model", "atmodist") != "atmodist":
+            raise WeightsError(
+                f"{path} holds weights of {metadata['model']!r}, not of the AtmoDist encoder: "
+                "give a file written by `xnowcast train atmodist`"
+            )
         net = build_lag_classifier(metadata.get("config", "default"))
-        net.load_state_dict(state)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as err:
+            raise WeightsError(
+                f"{path} does not fit the AtmoDist encoder of its stored config: "
+                f"{str(err).splitlines()[0]}"
+            ) from None
         encoder = net.encoder.eval()
         for parameter in encoder.parameters():
             parameter.requires_grad_(False)
         _ENCODERS[key] = encoder
     return _ENCODERS[key]
+
+
+SPEC = register(
+    ModelSpec(
+        name="atmodist",
+        task="representation",
+        builder="xnowcast.models.atmodist:build_lag_classifier",
+        summary="self-supervised radar encoder (time-lag classification); its learned "
+        "distance is verify's 'atmodist' metric and srgan's content loss",
+        reference="Hoffmann & Lessig 2021 (AtmoDist)",
+        time_step_minutes=5.0,
+        normalisation="log1p(R) / log1p(10 mm/h) inside the encoder",
+        default_config="small",
+        weights={"radar": WeightsFile(*ATMODIST_WEIGHTS)},
+        default_weights="radar",
+    )
+)

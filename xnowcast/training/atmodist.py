@@ -32,6 +32,7 @@ __all__ = [
     "distance_by_lag",
     "fixed_pairs",
     "lag_accuracy",
+    "lag_loss",
     "patch_bank",
     "sample_lag_pairs",
     "train_steps",
@@ -104,6 +105,11 @@ def sample_lag_pairs(
     )
 
 
+def lag_loss(net: LagClassifier, first: Tensor, second: Tensor, label: Tensor) -> Tensor:
+    """The pretext loss: cross-entropy of the lag-class logits of the pairs."""
+    return F.cross_entropy(net(first, second), label)
+
+
 def train_steps(
     net: LagClassifier,
     optimiser: torch.optim.Optimizer,
@@ -117,7 +123,7 @@ def train_steps(
     losses = []
     for _ in range(steps):
         first, second, label = sample_lag_pairs(banks, net.lags, batch_size, generator)
-        loss = F.cross_entropy(net(first, second), label)
+        loss = lag_loss(net, first, second, label)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

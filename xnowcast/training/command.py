@@ -68,7 +68,8 @@ def train(
     ----------
     model
         A registered model with trainable parameters (``zsm``, ``fczsm``, ``unet``,
-        ``unet3d``, ``dgmr``; see :func:`xnowcast.list_models`).  Optional with ``resume``.
+        ``unet3d``, ``dgmr``, ``convlstm``, the ``atmodist`` encoder; see
+        :func:`xnowcast.list_models`).  Optional with ``resume``.
     data
         Training data: radar file glob, NetCDF file(s), zarr store (local or fsspec
         URL), registered dataset name, several of them (a list or comma-separated),
@@ -97,7 +98,7 @@ def train(
     seed
         Seeds the weights, every window drawn, augmentation and latents (default 0).
     lr
-        Learning rate (supervised family).
+        Learning rate (supervised and representation families).
     factor, time_factor
         Refinement of a downscaling model (default 2 and 2).
     checkpoint_every

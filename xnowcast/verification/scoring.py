@@ -74,6 +74,7 @@ def verify(
     ssim_data_range: float | None = None,
     variogram_lags: Length | Sequence[Length] = DEFAULT_LAGS,
     common_mask: bool | None = None,
+    atmodist_weights: str | None = None,
 ) -> xr.Dataset | dict[str, xr.Dataset]:
     """Score a forecast (or several, side by side) against observations.
 
@@ -134,6 +135,9 @@ def verify(
         known (not NaN) in all of them (and cut to the init and lead times they
         share).  Default: on when several forecasts are passed.  ``False``
         scores each on its own known pixels.
+    atmodist_weights
+        Path of the encoder weights ``atmodist`` uses (e.g. written by ``xnowcast train
+        atmodist``); default: the shipped ``atmodist-radar.safetensors``.
 
     Returns
     -------
@@ -179,6 +183,7 @@ def verify(
         "ssim_window": ssim_window,
         "ssim_data_range": ssim_data_range,
         "variogram_lags": variogram_lags,
+        "atmodist_weights": None if atmodist_weights is None else str(atmodist_weights),
     }
     if isinstance(forecast, (xr.DataArray, xr.Dataset)) or not isinstance(forecast, Mapping):
         return _verify_one(forecast, observations, **options)
@@ -230,6 +235,7 @@ def _verify_one(
     ssim_window: int,
     ssim_data_range: float | None,
     variogram_lags: Length | Sequence[Length],
+    atmodist_weights: str | None,
     original: Forecast | None = None,
 ) -> xr.Dataset:
     infos = [metric_info(name) for name in _names(metrics)]
@@ -329,7 +335,8 @@ def _verify_one(
             rate_obs = convert_dataarray(aligned, RAIN_RATE, time_step=step)
         fc_m, obs_m = mask_pair(rate_fc, rate_obs, member)
         if "atmodist" in wanted:
-            out["atmodist"] = _field_mean(atmodist_terms_array, fc_m, obs_m, space, deterministic)
+            terms_of = functools.partial(atmodist_terms_array, weights=atmodist_weights)
+            out["atmodist"] = _field_mean(terms_of, fc_m, obs_m, space, deterministic)
         if "semivariogram_ratio" in wanted:
             lags = lag_cells(variogram_lags, spacing)
             out["semivariogram_ratio"] = semivariogram_ratio(
@@ -358,6 +365,7 @@ def _verify_one(
                 "self-supervised radar encoder (xnowcast.metrics.learned), in mm/h; "
                 "0: identical, 1: radar fields 60 minutes apart"
             )
+            da.attrs["encoder_weights"] = atmodist_weights or "atmodist-radar.safetensors"
         if info.name == "semivariogram_ratio":
             da.attrs["comment"] = RATIO_COMMENT
         data_vars[info.name] = da

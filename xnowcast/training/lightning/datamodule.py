@@ -9,7 +9,11 @@ that a *task* turns into model batches:
   :class:`~xnowcast.training.data.CropBatch` (inputs, targets, validity masks);
 * :class:`DownscaleTask` - ``(window - 1) * time_factor + 1`` fine frames, coarsened
   in space and time as a coarser observation would be
-  (:func:`~xnowcast.training.pairs.coarsen_window`), a tuple ``(coarse, fine, mask, static)``.
+  (:func:`~xnowcast.training.pairs.coarsen_window`), a tuple ``(coarse, fine, mask, static)``;
+* :class:`LagTask` - ``max(lags) + 1`` frames without a missing pixel, from which
+  pairs of patches and their time-lag class are drawn for a self-supervised
+  encoder (:func:`~xnowcast.training.atmodist.sample_lag_pairs`), a tuple
+  ``(first, second, label)``.
 
 Batches come from an ``IterableDataset`` whose batch of step ``s`` on rank ``r``
 depends only on ``(seed, s, r)``: resuming at step ``s`` continues the exact
@@ -41,10 +45,12 @@ from xnowcast.training.lightning.sources import (
 )
 from xnowcast.training.lightning.windows import Window, WindowSampler, key_rng
 
-__all__ = ["DownscaleTask", "NowcastTask", "RadarDataModule", "WindowDataset"]
+__all__ = ["DownscaleTask", "LagTask", "NowcastTask", "RadarDataModule", "WindowDataset"]
 
 #: Key offset of the batches used for batch-norm statistics (never a training step).
 STANDING_STATS_KEY = 2**40
+#: Seed of the lag pairs drawn from the held-out windows (the same pairs at every call).
+HELDOUT_PAIRS_SEED = 1234
 
 
 @dataclass
@@ -115,6 +121,52 @@ class DownscaleTask:
         return dihedral((coarse_t, fine_t, mask_t, static_t, None), rng)[:4]
 
 
+@dataclass
+class LagTask:
+    """Windows of ``max(lags) + 1`` frames, cut into lag pairs for a self-supervised encoder.
+
+    The windows of a batch are the places of one patch bank ``(N, frames, P, P)``;
+    :func:`~xnowcast.training.atmodist.sample_lag_pairs` draws ``pairs_per_window``
+    pairs per window from it, as the encoder's own trainer draws them from its
+    banks: lag class uniform, start time uniform, redrawn while both patches are
+    dry, random order, the same dihedral element applied to both patches.
+    Windows hold no missing pixel (``max_missing = 0``), as the banks' places.
+    Held-out windows give ``heldout_pairs_per_window`` pairs each, from a fixed seed.
+    """
+
+    lags: tuple[int, ...]
+    pairs_per_window: int = 4
+    heldout_pairs_per_window: int = 8
+    spatial_multiple: int = 4
+    max_missing: float = 0.0
+
+    @property
+    def frames(self) -> int:
+        return max(self.lags) + 1
+
+    @staticmethod
+    def bank(windows: Sequence[Window]) -> torch.Tensor:
+        """The windows as one patch bank ``(N, frames, P, P)`` (mm/h)."""
+        arr = np.stack([np.nan_to_num(w.values, nan=0.0) for w in windows])
+        return torch.from_numpy(arr.astype(np.float32))
+
+    def batch(
+        self, windows: Sequence[Window], statics: Any, rng: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(first, second, label)``: patches ``(N, 1, P, P)`` and lag classes ``(N,)``.
+
+        Without ``rng`` (held-out windows) the pairs are drawn from a fixed seed.
+        """
+        from xnowcast.training.atmodist import sample_lag_pairs
+
+        per_window = self.pairs_per_window
+        if rng is None:
+            rng = torch.Generator().manual_seed(HELDOUT_PAIRS_SEED)
+            per_window = self.heldout_pairs_per_window
+        size = per_window * len(windows)
+        return sample_lag_pairs([self.bank(windows)], list(self.lags), size, rng)
+
+
 def _stream_static(stream: Stream, factor: int) -> np.ndarray:
     """FC-ZSM's static fields of a whole stream (coverage over all its frames, scaled x / y)."""
     from xnowcast.grids import static_fields
@@ -150,7 +202,7 @@ class WindowDataset(IterableDataset):
     def __init__(
         self,
         sampler: WindowSampler,
-        task: NowcastTask | DownscaleTask,
+        task: NowcastTask | DownscaleTask | LagTask,
         batch_size: int,
         seed: int,
         rank: int = 0,
@@ -192,7 +244,7 @@ class RadarDataModule(L.LightningDataModule):
         Source(s): see :mod:`xnowcast.training.lightning.sources`; several as a list
         or a comma-separated string.
     task
-        :class:`NowcastTask` or :class:`DownscaleTask`.
+        :class:`NowcastTask`, :class:`DownscaleTask` or :class:`LagTask`.
     crop, batch_size
         Window side in pixels of the data, windows per batch and rank.
     seed, augment
@@ -202,7 +254,8 @@ class RadarDataModule(L.LightningDataModule):
         and how many fixed held-out windows are scored.
     var, stride, q_min, m, max_missing
         Variable of a Dataset; lattice stride and importance sampling
-        (:class:`~xnowcast.training.lightning.windows.WindowSampler`).
+        (:class:`~xnowcast.training.lightning.windows.WindowSampler`); a task with
+        a ``max_missing`` of its own (:class:`LagTask`) overrides ``max_missing``.
     num_workers
         Loader processes (0: batches are made in the training process).
     heldout_only
@@ -213,7 +266,7 @@ class RadarDataModule(L.LightningDataModule):
     def __init__(
         self,
         data: Any,
-        task: NowcastTask | DownscaleTask,
+        task: NowcastTask | DownscaleTask | LagTask,
         *,
         crop: int,
         batch_size: int,
@@ -238,6 +291,7 @@ class RadarDataModule(L.LightningDataModule):
         self.crop, self.batch_size, self.seed, self.augment = crop, batch_size, seed, augment
         self.holdout_dates, self.val_fraction = tuple(holdout_dates), val_fraction
         self.val_windows, self.var, self.num_workers = val_windows, var, num_workers
+        max_missing = float(getattr(task, "max_missing", max_missing))
         self.sampling = {"stride": stride, "q_min": q_min, "m": m, "max_missing": max_missing}
         self.train_sampler: WindowSampler | None = None
         self.val_sampler: WindowSampler | None = None
@@ -317,6 +371,11 @@ class RadarDataModule(L.LightningDataModule):
         """``count`` training batches that no training step draws (batch-norm statistics)."""
         ds = self.dataset()
         return [ds.batch(STANDING_STATS_KEY + k) for k in range(count)]
+
+    def standing_windows(self, count: int) -> list[Window]:
+        """``count`` training windows that no training step draws (calibrations)."""
+        sampler = self.dataset().sampler
+        return [sampler.draw(key_rng(self.seed, STANDING_STATS_KEY, 0, k)) for k in range(count)]
 
     def describe(self) -> dict[str, Any]:
         """The data record of the training metadata."""

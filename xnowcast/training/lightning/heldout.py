@@ -4,7 +4,10 @@
   the trilinear baseline over the cells the loss counts, and the MSE reduction;
 * nowcasting: CRPS (MAE for one member), MAE and MSE of the ensemble mean and
   CSI >= 1 mm/h of the ensemble mean, for the model, persistence and (when the
-  model has one) its extrapolation (the zero-residual base of a Lagrangian nowcaster).
+  model has one) its extrapolation (the zero-residual base of a Lagrangian nowcaster);
+* self-supervised encoders: lag-class accuracy (and within one class) on fixed
+  held-out lag pairs, and the mean learned distance of the pairs of each lag, as
+  the encoder's own trainer stores them (:mod:`xnowcast.training.atmodist`).
 
 Scores are computed on fixed held-out windows
 (:meth:`~xnowcast.training.lightning.datamodule.RadarDataModule.heldout_batch`)
@@ -23,7 +26,7 @@ from torch import nn
 from xnowcast import metrics
 from xnowcast.training.data import CropBatch
 
-__all__ = ["downscale_scores", "nowcast_scores", "score_heldout"]
+__all__ = ["downscale_scores", "nowcast_scores", "representation_scores", "score_heldout"]
 
 _FIELD = ("window", "lead", "y", "x")
 
@@ -121,6 +124,37 @@ def nowcast_scores(
     return out
 
 
+@torch.no_grad()
+def representation_scores(
+    model: nn.Module, batch: tuple[torch.Tensor, ...], time_step_minutes: float | None = None
+) -> dict[str, Any]:
+    """Lag accuracy and mean distance by lag of a lag classifier on held-out pairs.
+
+    Parameters
+    ----------
+    model
+        A :class:`~xnowcast.models.atmodist.LagClassifier`.
+    batch
+        ``(first, second, label)`` held-out pairs.
+    time_step_minutes
+        The data's time step: the distances are also keyed by lag in minutes.
+    """
+    from xnowcast.training.atmodist import distance_by_lag, lag_accuracy
+
+    was_training = model.training
+    device = next(model.parameters()).device
+    pairs = tuple(t.to(device) for t in batch)
+    out: dict[str, Any] = {"pairs": int(pairs[2].shape[0])}
+    out["lag_accuracy"] = lag_accuracy(model, pairs)
+    by_lag = distance_by_lag(model, pairs)
+    out["distance_by_lag_frames"] = {str(k): v for k, v in by_lag.items()}
+    if time_step_minutes:
+        step = float(time_step_minutes)
+        out["distance_by_lag_minutes"] = {f"{k * step:g}": v for k, v in by_lag.items()}
+    model.train(was_training)
+    return out
+
+
 def score_heldout(
     model: nn.Module,
     task: str,
@@ -128,6 +162,7 @@ def score_heldout(
     recipe: dict[str, Any],
     seed: int = 0,
     device: Any = "cpu",
+    time_step_minutes: float | None = None,
 ) -> dict[str, Any]:
     """The held-out scores the Lightning path stores with weights ({} without held-out windows).
 
@@ -136,16 +171,20 @@ def score_heldout(
     model
         The model as it ships (eval mode, on ``device``).
     task
-        ``"downscale"`` or ``"nowcast"``.
+        ``"downscale"``, ``"nowcast"`` or ``"representation"``.
     batch
         :meth:`~xnowcast.training.lightning.datamodule.RadarDataModule.heldout_batch`.
     recipe
         The family's recipe: ``lead_steps`` and ``val_members`` of a nowcaster.
     seed
         Seed of the ensemble members' latents.
+    time_step_minutes
+        Time step of the held-out data (an encoder's distances by lag in minutes).
     """
     if batch is None:
         return {}
+    if task == "representation":
+        return representation_scores(model, batch, time_step_minutes)
     if task == "downscale":
         return downscale_scores(model, batch)
     members = int(recipe.get("val_members", 1))

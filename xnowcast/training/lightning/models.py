@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from xnowcast.errors import ModelError
-from xnowcast.training.lightning.datamodule import DownscaleTask, NowcastTask
+from xnowcast.training.lightning.datamodule import DownscaleTask, LagTask, NowcastTask
 
 __all__ = ["RECIPES", "Trainable", "build_trainable", "load_written", "recipe_for"]
 
@@ -65,6 +65,17 @@ RECIPES: dict[str, dict[str, Any]] = {
         "disc_steps": 1,
         "val_members": 2,
     },
+    # as xnowcast.training.atmodist / srgan_run: Adam 1e-3, 32 pairs per step (8 windows x 4);
+    # the crop is the config's patch; up to 48 held-out windows x 16 pairs (RMI: 27 x 16)
+    "representation": {
+        "batch_size": 8,
+        "pairs_per_window": 4,
+        "lr": 1e-3,
+        "val_windows": 48,
+        "val_pairs_per_window": 16,
+        "calibration_windows": 64,
+    },
+    "representation:tiny": {"batch_size": 2, "val_windows": 4, "calibration_windows": 4},
 }
 
 
@@ -77,9 +88,11 @@ class Trainable:
     name, config_name
         Registry name and the config asked for.
     task, family
-        ``"nowcast"``/``"downscale"`` and ``"supervised"``/``"adversarial"``.
+        ``"nowcast"``/``"downscale"``/``"representation"`` and
+        ``"supervised"``/``"adversarial"``/``"representation"``.
     model
-        The ``nn.Module`` whose weights ship (the generator of a GAN).
+        The ``nn.Module`` whose weights ship (the generator of a GAN; the lag
+        classifier of a self-supervised encoder, whose encoder the metrics use).
     discriminator
         The adversary (adversarial family), else None.
     """
@@ -91,9 +104,15 @@ class Trainable:
     model: nn.Module
     discriminator: nn.Module | None = None
 
-    def data_task(self, lead_steps: int) -> NowcastTask | DownscaleTask:
-        """How the data module cuts windows for this model."""
+    def data_task(self, recipe: dict[str, Any]) -> NowcastTask | DownscaleTask | LagTask:
+        """How the data module cuts windows for this model (lead times, pairs: ``recipe``)."""
         m = self.model
+        if self.task == "representation":
+            return LagTask(
+                tuple(int(v) for v in m.lags),
+                int(recipe["pairs_per_window"]),
+                int(recipe["val_pairs_per_window"]),
+            )
         if self.task == "downscale":
             return DownscaleTask(
                 int(m.window),
@@ -104,7 +123,7 @@ class Trainable:
             )
         return NowcastTask(
             int(m.input_frames),
-            int(lead_steps),
+            int(recipe["lead_steps"]),
             float(getattr(m, "config", {}).get("max_rate", 128.0)),
             int(getattr(m, "spatial_multiple", 1)),
         )
@@ -162,7 +181,9 @@ def build_trainable(
         )
     discriminator = None
     family = "supervised"
-    if spec.name in DISCRIMINATORS:
+    if spec.task == "representation":
+        family = "representation"
+    elif spec.name in DISCRIMINATORS:
         family = "adversarial"
         discriminator = _build(DISCRIMINATORS[spec.name], dict(model.config))
     elif spec.stochastic:
@@ -170,11 +191,17 @@ def build_trainable(
     return Trainable(spec.name, config_name, spec.task, family, model, discriminator)
 
 
-def recipe_for(family: str, config_name: str) -> dict[str, Any]:
-    """The default optimisation settings of a family (and of its tiny config)."""
+def recipe_for(trainable: Trainable) -> dict[str, Any]:
+    """The default optimisation settings of a trainable's family (and of its tiny config).
+
+    A self-supervised encoder's crop is the patch of its config.
+    """
+    family = trainable.family
     recipe = dict(RECIPES[family])
-    if config_name == "tiny":
+    if trainable.config_name == "tiny":
         recipe.update(RECIPES[f"{family}:tiny"])
+    if family == "representation":
+        recipe["crop"] = int(trainable.model.config["patch"])
     return recipe
 
 

@@ -16,6 +16,12 @@
     of training steps.  Latents of step ``s`` on rank ``r`` are drawn from a
     generator seeded by ``(seed, s, r)``: a resumed run draws what an
     uninterrupted one would.
+:class:`RepresentationModule`
+    Self-supervised encoders (``atmodist``): cross-entropy of the lag
+    classifier's logits on pairs of patches ``lag`` frames apart
+    (:class:`~xnowcast.training.lightning.datamodule.LagTask`), Adam at a constant
+    learning rate, as the encoder's own trainer
+    (:func:`xnowcast.training.atmodist.train_steps`).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from xnowcast.training.data import CropBatch
 from xnowcast.training.lightning.windows import key_rng
 from xnowcast.training.supervised import masked_mse
 
-__all__ = ["AdversarialModule", "SupervisedModule", "cosine_decay"]
+__all__ = ["AdversarialModule", "RepresentationModule", "SupervisedModule", "cosine_decay"]
 
 
 def cosine_decay(steps: int, floor: float = 0.05) -> Any:
@@ -164,3 +170,31 @@ class AdversarialModule(L.LightningModule):
             self.discriminator.parameters(), lr=float(self.recipe["lr_discriminator"]), betas=betas
         )
         return [opt_g, opt_d]
+
+
+class RepresentationModule(L.LightningModule):
+    """Time-lag classification of a self-supervised encoder (cross-entropy, Adam).
+
+    Parameters
+    ----------
+    model
+        The lag classifier (:class:`~xnowcast.models.atmodist.LagClassifier`:
+        ``model(first, second)`` gives lag-class logits); its encoder ships.
+    lr
+        Learning rate of Adam (constant).
+    """
+
+    def __init__(self, model: nn.Module, lr: float) -> None:
+        super().__init__()
+        self.model = model
+        self.lr = float(lr)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        from xnowcast.training.atmodist import lag_loss
+
+        loss = lag_loss(self.model, *batch)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=False)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr)

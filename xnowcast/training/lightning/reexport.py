@@ -53,7 +53,7 @@ from xnowcast.training.lightning.models import (
     load_written,
     recipe_for,
 )
-from xnowcast.training.lightning.run import export_weights
+from xnowcast.training.lightning.run import export_weights, heldout_time_step
 from xnowcast.weights import file_sha256, load_state_dict
 
 __all__ = ["LIGHTNING_EXPORT", "Reexport", "comparable_scores", "reexport"]
@@ -173,7 +173,11 @@ def _record(
         ("family", trainable.family),
     ):
         training.setdefault(key, value)
-    keys = ("crop",) if trainable.task == "downscale" else ("crop", "lead_steps", "val_members")
+    keys = {
+        "downscale": ("crop",),
+        "nowcast": ("crop", "lead_steps", "val_members"),
+        "representation": ("crop", "val_windows", "val_pairs_per_window"),
+    }[trainable.task]
     training.update(
         exported_by=LIGHTNING_EXPORT,
         reexported_from=source.name,
@@ -256,20 +260,22 @@ def reexport(
     trainable = build_trainable(model, config, factor, time_factor)
     trainable = replace(trainable, config_name=_config_name(meta))
     _load_strictly(trainable, state, source)
-    recipe = recipe_for(trainable.family, trainable.config_name)
+    recipe = recipe_for(trainable)
     dm = RadarDataModule(
         data,
-        trainable.data_task(int(recipe["lead_steps"])),
+        trainable.data_task(recipe),
         crop=int(recipe["crop"]),
         batch_size=int(recipe["batch_size"]),
         seed=seed,
+        val_windows=int(recipe.get("val_windows", 4)),
         var=var,
         heldout_only=True,
     )
     device = _device(accelerator)
     batch = dm.heldout_batch()
+    step = heldout_time_step(dm)
     shipped = trainable.model.to(device).eval()
-    scores = score_heldout(shipped, trainable.task, batch, recipe, seed, device)
+    scores = score_heldout(shipped, trainable.task, batch, recipe, seed, device, step)
     training = _record(meta["training"], trainable, source, source_sha, dm, recipe, seed, scores)
     stored = dict(meta.get("scores") or {})
     target = _target(out, source)
@@ -294,6 +300,7 @@ def reexport(
             recipe,
             seed,
             device,
+            step,
         )
         if json.dumps(again, sort_keys=True) != json.dumps(scores, sort_keys=True):
             raise WeightsError(
@@ -317,7 +324,8 @@ def comparable_scores(stored: dict[str, Any], heldout: dict[str, Any]) -> list[d
     """Stored scores beside the Lightning held-out scores of the same metric.
 
     Each row: ``metric``, ``stored``, ``lightning``, ``better`` (``"lower"`` or
-    ``"higher"``).  The two are measured on different held-out windows of the same
+    ``"higher"``; ``"none"`` for an encoder's mean distance by lag, which is in units
+    of its own 60-minute distance).  The two are measured on different held-out windows of the same
     event (the older trainers cut their own), so a difference says how the windows
     differ, not the weights: those are identical.
     """
@@ -327,7 +335,14 @@ def comparable_scores(stored: dict[str, Any], heldout: dict[str, Any]) -> list[d
         if isinstance(old, int | float) and isinstance(new, int | float) and math.isfinite(old):
             rows.append({"metric": metric, "stored": old, "lightning": new, "better": better})
 
-    if "trilinear" in heldout:  # a downscaler
+    if "lag_accuracy" in heldout:  # a self-supervised encoder
+        old, new = _entry(stored, "heldout_lag_accuracy"), heldout["lag_accuracy"]
+        add("lag accuracy", old.get("accuracy"), new["accuracy"], "higher")
+        add("lag within one class", old.get("within_one_class"), new["within_one_class"], "higher")
+        old_by_lag = _entry(stored, "heldout_distance_by_lag_minutes")
+        for lag, value in _entry(heldout, "distance_by_lag_minutes").items():
+            add(f"distance at {lag} min", old_by_lag.get(lag), value, "none")
+    elif "trilinear" in heldout:  # a downscaler
         model, base = heldout["model"], heldout["trilinear"]
         for old_model, old_base in (
             (_entry(stored, "model"), _entry(stored, "trilinear")),

@@ -34,16 +34,24 @@ from xnowcast.errors import TrainingError
 from xnowcast.training.lightning.datamodule import RadarDataModule
 from xnowcast.training.lightning.heldout import score_heldout
 from xnowcast.training.lightning.models import Trainable, build_trainable, recipe_for
-from xnowcast.training.lightning.modules import AdversarialModule, SupervisedModule
+from xnowcast.training.lightning.modules import (
+    AdversarialModule,
+    RepresentationModule,
+    SupervisedModule,
+)
 
-__all__ = ["RUN_FILE", "export_weights", "fit"]
+__all__ = ["RUN_FILE", "export_weights", "fit", "heldout_time_step"]
 
 RUN_FILE = "run.json"
 LAST = "last.ckpt"
 #: Options a resumed run must keep (``data`` may move; the others shape the run).
 _KEPT = ("model", "config", "seed", "batch_size", "crop", "lr", "factor", "time_factor", "var")
 _DEFAULTS = {"config": "default", "seed": 0, "factor": 2, "time_factor": 2}
-_FORMATS = {"dgmr": "xnowcast-dgmr-generator-1", "downscale": "xnowcast-downscale-1"}
+_FORMATS = {
+    "dgmr": "xnowcast-dgmr-generator-1",
+    "downscale": "xnowcast-downscale-1",
+    "representation": "xnowcast-representation-1",
+}
 
 
 def _merge_resume(options: dict[str, Any], resume: Path | None) -> dict[str, Any]:
@@ -97,6 +105,8 @@ def _module(trainable: Trainable, recipe: dict[str, Any], options: dict[str, Any
             seed=int(options["seed"]),
             bf16=options["precision"] == "bf16-mixed",
         )
+    if trainable.family == "representation":
+        return RepresentationModule(trainable.model, float(recipe["lr"]))
     return SupervisedModule(
         trainable.model,
         trainable.task,
@@ -106,18 +116,41 @@ def _module(trainable: Trainable, recipe: dict[str, Any], options: dict[str, Any
     )
 
 
+def heldout_time_step(dm: RadarDataModule) -> float | None:
+    """The time step (minutes) of the held-out windows, when they have one step."""
+    dm.setup()
+    if dm.val_sampler is None:
+        return None
+    steps = dm.val_sampler.describe()["time_step_minutes"]
+    return float(steps[0]) if len(steps) == 1 else None
+
+
 def _heldout(
     trainable: Trainable, dm: RadarDataModule, recipe: dict[str, Any], seed: int, device: Any
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Held-out scores of the trained model (a copy with standing batch-norm statistics)."""
+    """Held-out scores of the trained model.
+
+    A copy of it, with standing batch-norm statistics (GAN generators), or with the
+    distance calibrated on training windows no step drew (self-supervised encoders:
+    :func:`~xnowcast.training.atmodist.calibrate_distance`).
+    """
     model = copy.deepcopy(trainable.model).to(device)
     if trainable.family == "adversarial":
         from xnowcast.training.gan_validation import refresh_batchnorm
 
         inputs = [b.inputs.to(device) for b in dm.standing_batches(4)]
         refresh_batchnorm(model, inputs, int(recipe["lead_steps"]), seed)
+    if trainable.family == "representation":
+        from xnowcast.training.atmodist import calibrate_distance
+
+        bank = dm.task.bank(dm.standing_windows(int(recipe["calibration_windows"])))
+        generator = torch.Generator().manual_seed(seed)
+        calibrate_distance(model.cpu(), [bank], generator)
+        model = model.to(device)
     model.eval()
-    return model, score_heldout(model, trainable.task, dm.heldout_batch(), recipe, seed, device)
+    step = heldout_time_step(dm)
+    scores = score_heldout(model, trainable.task, dm.heldout_batch(), recipe, seed, device, step)
+    return model, scores
 
 
 def _replicas_in_sync(trainer: L.Trainer, model: torch.nn.Module) -> bool:
@@ -172,11 +205,11 @@ def _trainer_options(
         save_top_k=1,
         save_last=True,
     )
-    supervised = trainable.family == "supervised"
+    adversarial = trainable.family == "adversarial"
     return {
         "accelerator": accelerator,
         "devices": devices,
-        "strategy": _strategy(strategy, devices, not supervised),
+        "strategy": _strategy(strategy, devices, adversarial),
         "precision": "32-true" if precision == "32" else precision,
         "max_steps": -1 if max_steps is None else int(max_steps),
         "max_epochs": -1,
@@ -186,7 +219,7 @@ def _trainer_options(
         "log_every_n_steps": 1,
         "enable_progress_bar": progress,
         "enable_model_summary": False,
-        "gradient_clip_val": recipe.get("grad_clip") if supervised else None,
+        "gradient_clip_val": None if adversarial else recipe.get("grad_clip"),
         "limit_val_batches": 0,
         "num_sanity_val_steps": 0,
         "use_distributed_sampler": False,
@@ -245,16 +278,17 @@ def fit(
     trainable = build_trainable(
         options["model"], options["config"], int(options["factor"]), int(options["time_factor"])
     )
-    recipe = recipe_for(trainable.family, trainable.config_name)
+    recipe = recipe_for(trainable)
     for key in ("batch_size", "crop", "lr"):
         if options[key] is not None and key in recipe:
             recipe[key] = options[key]
     dm = RadarDataModule(
         options["data"],
-        trainable.data_task(int(recipe["lead_steps"])),
+        trainable.data_task(recipe),
         crop=int(recipe["crop"]),
         batch_size=int(recipe["batch_size"]),
         seed=int(options["seed"]),
+        val_windows=int(recipe.get("val_windows", 4)),
         var=options["var"],
         num_workers=num_workers,
     )
