@@ -446,7 +446,7 @@ SPEC = register(
         weights={
             "small": WeightsFile(
                 "dgmr-small.safetensors",
-                "765b9a95ecd7fede6dc924e38de7aea923d1dc908cbddf9fa8ae74070e7e17de",
+                "780425dd3e7316f29c3aa5fdc55d9984cf781cb30604295c5fc8a2d47e6158fc",
             )
         },
         default_weights="small",

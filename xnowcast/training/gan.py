@@ -384,7 +384,7 @@ def train_dgmr(
         changed = {
             k: [old.get(k), args[k]]
             for k in args
-            if k not in ("events", "candidate_crops") and old.get(k) != args[k]
+            if k not in ("events", "candidate_crops", "commit") and old.get(k) != args[k]
         }
         if changed:
             changes.append({"step": int(meta["step"]), "changed": changed})
