@@ -431,8 +431,13 @@ def _provenance(training: dict) -> str:
         f"Last recipe: grid-cell weight ``{training.get('grid_weight_mode')}``, "
         f"volume term weight {training.get('volume_weight', 0)}, inflow mask "
         f"{'on' if training.get('inflow_mask') else 'off'}, generator lr "
-        f"{training.get('lr_generator')}, kept step {training.get('selected_step', '?')}"
+        f"{training.get('lr_generator')}"
     )
+    if training.get("crps_weight"):
+        recipe += f", ensemble CRPS term weight {training['crps_weight']}"
+    if training.get("ema_decay"):
+        recipe += f", moving average of the generator (decay {training['ema_decay']})"
+    recipe += f", kept step {training.get('selected_step', '?')}"
     if training.get("curve_since_step") is not None:
         recipe += f" (validation curve from step {training['curve_since_step']})"
     out.append(recipe + ".")

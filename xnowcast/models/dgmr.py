@@ -446,7 +446,7 @@ SPEC = register(
         weights={
             "small": WeightsFile(
                 "dgmr-small.safetensors",
-                "780425dd3e7316f29c3aa5fdc55d9984cf781cb30604295c5fc8a2d47e6158fc",
+                "51a3379e5135c6b81d3e641a296f0a0735c055c4261ec2fa3ebcaf5f0a67fb4f",
             )
         },
         default_weights="small",
