@@ -379,6 +379,10 @@ def test_train_dgmr_checkpoints_resume_and_weights(tmp_path: Path) -> None:
         da, steps=0, out_dir=tmp_path / "tuned", init_weights=full.weights, **kwargs
     )
     assert tuned.training["initialised_from"]["weights"] == str(full.weights)
+    # the parent's training time travels with the lineage
+    parent = full.training
+    assert tuned.training["initialised_from"]["wall_time_s"] == parent["wall_time_s"]
+    assert tuned.training["initialised_from"]["cpu_time_s"] == parent["cpu_time_s"] > 0
     tuned_parameters = dict(tuned.generator.named_parameters())
     for k, v in full.generator.named_parameters():  # (buffers move in batch-norm refreshes)
         torch.testing.assert_close(tuned_parameters[k], v, msg=k)

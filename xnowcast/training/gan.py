@@ -361,6 +361,8 @@ def train_dgmr(
             "weights": str(init_weights),
             "steps": done.get("selected_step", done.get("steps")),
             "recipe": {k: done.get(k) for k in ("grid_weight_mode", "lr_generator", "crop")},
+            "wall_time_s": done.get("wall_time_trained_s", done.get("wall_time_s")),
+            "cpu_time_s": done.get("cpu_time_trained_s", done.get("cpu_time_s")),
         }
     ema: Generator | None = None
     if resume is not None:
