@@ -210,6 +210,20 @@ def test_a_users_weights_file_is_hashed_once_and_named_in_the_output(
     )
 
 
+def test_a_weights_file_rewritten_at_the_same_path_is_loaded_again(unet_weights: Path) -> None:
+    """Retraining into the same file within one process must not serve the old module."""
+    registry._load_cached.cache_clear()
+    first = registry.load_model("unet", task="downscale", weights=unet_weights)
+    again = registry.load_model("unet", task="downscale", weights=unet_weights)
+    assert again is first  # unchanged file: built once per process
+    state = {k: v + 1.0 if v.is_floating_point() else v for k, v in first.state_dict().items()}
+    weights.save_weights(state, unet_weights, {"config": first.config, "model": "unet"})
+    reloaded = registry.load_model("unet", task="downscale", weights=unet_weights)
+    assert reloaded is not first
+    name, value = next((k, v) for k, v in reloaded.state_dict().items() if v.is_floating_point())
+    torch.testing.assert_close(value, first.state_dict()[name] + 1.0)
+
+
 def test_scores_name_the_forecasts_model_and_weights_after_a_file_roundtrip(
     tmp_path: Path,
 ) -> None:

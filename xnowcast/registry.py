@@ -459,7 +459,19 @@ class ResolvedModel:
             record.expected_sha256,
             where,
             json.dumps(dict(self.build_kwargs), sort_keys=True),
+            _file_stamp(record.path),
         )
+
+
+def _file_stamp(path: Any) -> tuple[int, int] | None:
+    """``(modification time in ns, size)`` of a weights file: a rewritten file is reloaded."""
+    if path is None:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None  # the loader names the missing file
+    return info.st_mtime_ns, info.st_size
 
 
 def _check_interface(spec: ModelSpec, config: Any, model: Any) -> None:
@@ -481,8 +493,13 @@ def _load_cached(
     sha256: str | None,
     device: str,
     kwargs_json: str,
+    stamp: tuple[int, int] | None = None,
 ) -> torch.nn.Module:
-    """The module of a resolved model (the spec it carries: no second lookup), cached."""
+    """The module of a resolved model (the spec it carries: no second lookup), cached.
+
+    ``stamp`` (see :func:`_file_stamp`) is only part of the cache key, so that a weights
+    file rewritten at the same path in this process is loaded again, not served stale.
+    """
     name = spec.name
     config = json.loads(config_json) if config_json is not None else None
     state = None
