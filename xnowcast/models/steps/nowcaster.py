@@ -75,6 +75,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "noise": "nonparametric",
         "noise_window_alpha": 0.2,
         "motion_perturbation": True,
+        "motion_draws": "stratified",
         "perturbation_parallel": list(BPS_PARALLEL),
         "perturbation_perpendicular": list(BPS_PERPENDICULAR),
         "mask": "incremental",
@@ -88,6 +89,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 _CHOICES = {
+    "motion_draws": ("stratified", "independent"),
     "noise": ("nonparametric", "parametric", None),
     "mask": ("incremental", None),
     "probability_matching": ("cdf", "mean", None),
@@ -132,7 +134,8 @@ class Steps(NowcastModel):
         ``noise`` ("nonparametric", "parametric" or None) and
         ``noise_window_alpha``, ``motion_perturbation`` with the
         ``perturbation_parallel``/``perturbation_perpendicular`` coefficients
-        (km/h), ``mask`` ("incremental" or None) with ``mask_rim`` and
+        (km/h) and ``motion_draws`` ("stratified": Latin hypercube draws over
+        the members; "independent": as pysteps), ``mask`` ("incremental" or None) with ``mask_rim`` and
         ``mask_factor``, ``probability_matching`` ("cdf", "mean" or None),
         ``grid_spacing_km`` and ``time_step_minutes`` (used when the caller does not
         pass them) and the advection's ``trajectory_scale``.
@@ -321,6 +324,7 @@ class Steps(NowcastModel):
                 time_step_minutes,
                 tuple(cfg["perturbation_parallel"]),
                 tuple(cfg["perturbation_perpendicular"]),
+                stratified=cfg["motion_draws"] == "stratified",
             )
         pixel = normalized_pixel_size(height, width, flow.dtype, flow.device).view(1, 2, 1, 1)
         position = trajectory_grid(
