@@ -80,11 +80,14 @@ def run(
     events: dict[str, str] | None = None,
     holdout: tuple[str, str] | None = None,
     encoder_weights: str | None = None,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Train (or continue) the three phases in ``workdir``; see the module docstring.
 
     ``encoder_weights``: use this trained encoder and skip phase 1 (the ablation
-    variants share the shipped encoder).
+    variants share the shipped encoder).  ``threads``: torch CPU threads (the
+    budget is process CPU time, so more threads spend it sooner in wall-clock time;
+    each session's thread count is kept in the record).
 
     Returns
     -------
@@ -105,7 +108,7 @@ def run(
     holdout = holdout or HOLDOUT_EVENT
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
 
@@ -158,6 +161,9 @@ def run(
         rand.set_state(state["random"])
         record = state["record"]
     record["cpu_s"]["data"] += time.process_time() - start_cpu
+    record.setdefault("sessions", []).append(
+        {"threads": threads, "cpu_minutes": cpu_minutes, "steps_at_start": dict(record["steps"])}
+    )
     if encoder_weights is not None:
         classifier.encoder = load_encoder(encoder_weights)
         record["encoder_weights"] = str(encoder_weights)
@@ -321,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--encoder-weights", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     record = run(
         data_root=args.data_root,
@@ -329,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         variant=args.variant,
         encoder_weights=args.encoder_weights,
         seed=args.seed,
+        threads=args.threads,
     )
     print(json.dumps({k: record[k] for k in ("steps", "cpu_s")}, default=float))
     return 0
