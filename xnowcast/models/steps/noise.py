@@ -18,11 +18,16 @@ from a Laplace distribution and growing with lead time as ``a t**b + c`` (km/h).
 The members' draws are independent (as in pysteps) or stratified: with ``n > 1``
 members, each component takes the ``n`` quantiles of the Laplace distribution at
 ``(i + 1/2) / n`` (the ``n`` points that best represent a distribution in the
-CRPS sense), rescaled so that their mean square is ``(n - 1) / n`` times the
-distribution's variance (what ``n`` independent draws have on average about
-their own mean: the members then spread as much as with independent draws, on
-average), and deals them to the members in a random order, independently for
-the two components.  The members then span the perturbation distribution by design
+CRPS sense), rescaled so that their mean square is ``(n - 1) / (n + 1)`` times
+the distribution's variance, and deals them to the members in a random order,
+independently for the two components.  The scale keeps the ensemble as well
+calibrated as with independent draws: those displace the ensemble mean at
+random (variance ``1 / n``), which adds to its error as much as the members'
+spread accounts for in the spread-error relation of a finite ensemble (Fortin
+et al. 2014: mean-square error of the mean = ``(n + 1) / n`` x ensemble
+variance); with that displacement gone, the members must spread by the factor
+``(n - 1) / (n + 1)`` rather than ``(n - 1) / n`` (what independent draws have
+about their own mean).  The members then span the perturbation distribution by design
 instead of by luck: with 8 independent draws the root mean square of one
 forecast's draws ranges from about 0.2 to 1.6 between seeds, so its spread from
 the motion is too small or too large by that much, and the ensemble-mean
@@ -202,14 +207,14 @@ def stratified_laplace(
     """``(members, 2)`` unit-variance Laplace quantiles at ``(i + 1/2) / members``, dealt at random.
 
     Each column holds the same ``members`` values (mean 0, mean square exactly
-    ``(members - 1) / members``, the expected mean square of independent unit-variance
-    draws about their own mean) in its own random order; ``members`` must be at least 2.
+    ``(members - 1) / (members + 1)``, see the module docstring) in its own random
+    order; ``members`` must be at least 2.
     """
     if members < 2:
         raise ValueError(f"stratified draws need at least 2 members, got {members}")
     levels = (torch.arange(members, dtype=torch.float64) + 0.5) / members - 0.5
     values = _laplace_quantile(levels)
-    spread = math.sqrt((members - 1) / members)
+    spread = math.sqrt((members - 1) / (members + 1))
     values = (spread * values / values.square().mean().sqrt()).to(torch.float32).to(device)
     order = [torch.randperm(members, generator=generator, device=device) for _ in range(2)]
     return torch.stack([values[index] for index in order], dim=1)
