@@ -239,7 +239,7 @@ SPEC = register(
         weights={
             "radar": WeightsFile(
                 "srgan-radar.safetensors",
-                "e7fa6482e96690ba82d80b0f7866f17770098ad57eb028d3efb3d3dbdf8476a7",
+                "75f61e295808b2f1407a49b2ead6b2bf792ee84a815f2da8238c27b9b05b0ecc",
             )
         },
         default_weights="radar",
