@@ -252,3 +252,26 @@ def test_the_models_mapping_is_keyed_by_task_and_name(toys: list[ModelSpec]) -> 
     assert registry.MODELS.pop(("nowcast", "flow")) == spec
     assert registry.MODELS.pop("no-such-model") is None
     assert registry.get_spec("flow").task == "downscale"
+
+
+@pytest.mark.parametrize(
+    ("module", "builder"),
+    [
+        ("xnowcast.models.extrapolation", "build_extrapolation"),
+        ("xnowcast.models.steps", "build_steps"),
+        ("xnowcast.models.convlstm", "build_convlstm"),
+        ("xnowcast.models.cascast", "build_cascast"),
+        ("xnowcast.models.casformer", "build_casformer"),
+        ("xnowcast.models.frame_autoencoder", "build_frame_autoencoder"),
+    ],
+)
+def test_a_misspelt_setting_is_refused_with_the_valid_ones(module: str, builder: str) -> None:
+    """Every model's settings go through one check: a typo is an error, never ignored."""
+    import importlib
+
+    build = getattr(importlib.import_module(module), builder)
+    with pytest.raises(
+        ModelError, match=r"unknown settings \['lead_framez'\]; valid ones are \["
+    ) as e:
+        build({"lead_framez": 3})
+    assert "'" in str(e.value).split("valid ones are", 1)[1]  # the valid keys are listed

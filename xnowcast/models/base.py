@@ -28,6 +28,7 @@ module; the input checks are here, in one place (:meth:`NowcastModel.check_input
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -35,7 +36,21 @@ from torch import Tensor, nn
 
 from xnowcast.errors import ModelError
 
-__all__ = ["DownscaleModel", "NowcastModel", "check_nowcast_inputs"]
+__all__ = ["DownscaleModel", "NowcastModel", "check_nowcast_inputs", "merge_settings"]
+
+
+def merge_settings(
+    name: str, defaults: Mapping[str, Any], settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``defaults`` updated with ``settings``; a key ``defaults`` lacks is a clear error.
+
+    Every model that takes its settings as keyword arguments checks them here, so
+    that a misspelt setting is refused (naming the valid ones) instead of ignored.
+    """
+    unknown = sorted(set(settings) - set(defaults))
+    if unknown:
+        raise ModelError(f"{name}: unknown settings {unknown}; valid ones are {sorted(defaults)}")
+    return {**defaults, **settings}
 
 
 def check_nowcast_inputs(

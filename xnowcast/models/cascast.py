@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xnowcast.errors import ModelError
-from xnowcast.models.base import NowcastModel
+from xnowcast.models.base import NowcastModel, merge_settings
 from xnowcast.models.casformer import CONFIGS as DENOISER_CONFIGS
 from xnowcast.models.casformer import CasFormer, build_casformer
 from xnowcast.models.diffusion import NoiseSchedule, ddim_sample, diffusion_loss
@@ -163,12 +163,7 @@ class CasCast(NowcastModel):
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        unknown = sorted(set(config) - set(CONFIGS["small"]))
-        if unknown:
-            raise ModelError(
-                f"cascast: unknown settings {unknown}; valid: {sorted(CONFIGS['small'])}"
-            )
-        full = {**CONFIGS["small"], **config}
+        full = merge_settings("cascast", CONFIGS["small"], config)
         self.config = full
         self.max_rate = float(full["max_rate"])
         self.lead_frames = int(full["lead_frames"])

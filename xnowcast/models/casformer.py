@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xnowcast.errors import ModelError
+from xnowcast.models.base import merge_settings
 from xnowcast.models.persistence import config_settings
 
 __all__ = ["CONFIGS", "CasFormer", "build_casformer", "step_embedding"]
@@ -141,10 +142,7 @@ class CasFormer(nn.Module):
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        unknown = sorted(set(config) - set(CONFIGS["small"]))
-        if unknown:
-            raise ModelError(f"casformer: unknown settings {unknown}")
-        full = {**CONFIGS["small"], **config}
+        full = merge_settings("casformer", CONFIGS["small"], config)
         self.config = full
         c, d = int(full["latent_channels"]), int(full["width"])
         self.latent_channels, self.lead_frames = c, int(full["lead_frames"])

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from xnowcast.errors import ModelError
 from xnowcast.models.advection import semi_lagrangian
-from xnowcast.models.base import NowcastModel
+from xnowcast.models.base import NowcastModel, merge_settings
 from xnowcast.models.optical_flow import dense_lucas_kanade, rain_intensity
 from xnowcast.models.persistence import config_settings
 from xnowcast.registry import ModelSpec, register
@@ -91,13 +91,7 @@ class Extrapolation(NowcastModel):
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        unknown = sorted(set(config) - set(CONFIGS["default"]))
-        if unknown:
-            raise ModelError(
-                f"extrapolation: unknown settings {unknown}; valid ones are "
-                f"{sorted(CONFIGS['default'])}"
-            )
-        full = {**CONFIGS["default"], **config}
+        full = merge_settings("extrapolation", CONFIGS["default"], config)
         if int(full["input_frames"]) < 2:
             raise ModelError("extrapolation needs input_frames >= 2 to estimate motion")
         if not 0 <= int(full["finest_level"]) <= int(full["levels"]):

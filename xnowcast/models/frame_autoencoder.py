@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xnowcast.errors import ModelError
+from xnowcast.models.base import merge_settings
 from xnowcast.models.persistence import config_settings
 
 __all__ = ["CONFIGS", "FrameAutoencoder", "autoencoder_loss", "build_frame_autoencoder"]
@@ -90,10 +91,7 @@ class FrameAutoencoder(nn.Module):
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        unknown = sorted(set(config) - set(CONFIGS["small"]))
-        if unknown:
-            raise ModelError(f"frame autoencoder: unknown settings {unknown}")
-        full = {**CONFIGS["small"], **config}
+        full = merge_settings("frame autoencoder", CONFIGS["small"], config)
         if full["factor"] not in (4, 8):
             raise ModelError(f"frame autoencoder: factor must be 4 or 8, got {full['factor']}")
         self.config = full

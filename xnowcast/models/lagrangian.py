@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from xnowcast.errors import ModelError
 from xnowcast.models.advection import advect_per_lead, semi_lagrangian
-from xnowcast.models.base import NowcastModel
+from xnowcast.models.base import NowcastModel, merge_settings
 from xnowcast.models.extrapolation import Extrapolation
 from xnowcast.models.persistence import check_nowcast_inputs
 
@@ -91,12 +91,7 @@ class ResidualNowcaster(NowcastModel):
 
     def __init__(self, name: str, config: dict[str, Any], defaults: dict[str, Any]) -> None:
         super().__init__()
-        unknown = sorted(set(config) - set(defaults))
-        if unknown:
-            raise ModelError(
-                f"{name}: unknown settings {unknown}; valid ones are {sorted(defaults)}"
-            )
-        config = {**defaults, **config}
+        config = merge_settings(name, defaults, config)
         if config["frame"] not in FRAMES:
             raise ModelError(f"{name}: frame must be one of {FRAMES}, got {config['frame']!r}")
         if not 2 <= int(config["motion_frames"]) <= int(config["input_frames"]):

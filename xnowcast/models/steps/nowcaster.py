@@ -40,7 +40,7 @@ from xnowcast.models.advection import (
     to_full_resolution,
     trajectory_grid,
 )
-from xnowcast.models.base import NowcastModel
+from xnowcast.models.base import NowcastModel, merge_settings
 from xnowcast.models.extrapolation import Extrapolation
 from xnowcast.models.optical_flow import normalized_pixel_size
 from xnowcast.models.persistence import config_settings
@@ -164,12 +164,7 @@ class Steps(NowcastModel):
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        unknown = sorted(set(config) - set(CONFIGS["default"]))
-        if unknown:
-            raise ModelError(
-                f"steps: unknown settings {unknown}; valid ones are {sorted(CONFIGS['default'])}"
-            )
-        full = {**copy.deepcopy(CONFIGS["default"]), **config}
+        full = merge_settings("steps", copy.deepcopy(CONFIGS["default"]), config)
         for key, choices in _CHOICES.items():
             if full[key] not in choices:
                 raise ModelError(f"steps setting {key} must be one of {choices}, got {full[key]!r}")
