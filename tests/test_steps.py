@@ -242,19 +242,24 @@ def test_a_field_moved_by_a_known_wind_keeps_its_motion_and_cascade_statistics()
         for member in range(3):
             centre = _centroid(out[member, lead - 1][inside[1:]])
             assert np.allclose(centre, expected, atol=1.5), (lead, centre, expected)
-    # what the rain looks like: every member of the full model keeps the variability of
-    # the observed field at the large scales that carry most of it; the smallest scales
-    # of these smooth cells get rougher (pysteps' STEPS gives 1.4-2.4 on this input).
-    # The largest ratio over 4 members, seeds 0-7, is 1.21-1.57 at the large scales and
-    # 2.05-2.99 at all scales, with independent or stratified motion draws alike.
-    out = run(build_steps(), frames, members=4, steps=steps)
+    # what the rain looks like: the members of the full model keep the variability of the
+    # observed field at the two largest scales, which carry most of it, and the smallest
+    # scales of these smooth cells get rougher, as in pysteps' STEPS (1.4-2.4 on this
+    # input).  Over 8 seeds x 4 members, so that no single lucky draw decides.
     cascade = BandpassCascade(96, 96, levels=6)
     _, _, observed_std = cascade.decompose(torch.fft.rfft2(to_db(frames[-1], 0.1, -15.0)))
-    member_db = to_db(torch.nan_to_num(out[:, -1]), 0.1, -15.0)
-    _, _, member_std = cascade.decompose(torch.fft.rfft2(member_db))
-    ratio = member_std / observed_std
-    assert torch.all((ratio[:, :3] > 0.8) & (ratio[:, :3] < 1.6)), ratio
-    assert torch.all((ratio > 0.6) & (ratio < 3.2)), ratio
+    ratios = []
+    for seed in range(8):
+        members = run(build_steps(), frames, members=4, steps=steps, seed=seed)
+        member_db = to_db(torch.nan_to_num(members[:, -1]), 0.1, -15.0)
+        ratios.append(cascade.decompose(torch.fft.rfft2(member_db))[2] / observed_std)
+    ratio = torch.stack(ratios)  # (seed, member, level)
+    assert torch.all(ratio > 0.6), ratio
+    assert torch.all((ratio[..., :2] > 0.85) & (ratio[..., :2] < 1.15)), ratio[..., :2]
+    mean = ratio.mean(dim=(0, 1))
+    assert 1.0 < float(mean[2]) < 1.4, mean
+    assert torch.all((mean[3:] > 1.2) & (mean[3:] < 2.4)), mean
+    out = run(build_steps(), frames, members=4, steps=steps)
     # the perturbed motions spread the members around the wind's displacement
     centres = np.stack([_centroid(member[inside[1:]]) for member in out[:, -1]])
     assert centres.std(axis=0).max() > 0.3

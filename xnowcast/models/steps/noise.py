@@ -27,11 +27,10 @@ spread accounts for in the spread-error relation of a finite ensemble (Fortin
 et al. 2014: mean-square error of the mean = ``(n + 1) / n`` x ensemble
 variance); with that displacement gone, the members must spread by the factor
 ``(n - 1) / (n + 1)`` rather than ``(n - 1) / n`` (what independent draws have
-about their own mean).  The members then span the perturbation distribution by design
-instead of by luck: with 8 independent draws the root mean square of one
-forecast's draws ranges from about 0.2 to 1.6 between seeds, so its spread from
-the motion is too small or too large by that much, and the ensemble-mean
-displacement is not zero.
+about their own mean).  The members then span the perturbation distribution by
+design instead of by luck: the mean square of 8 independent draws about their
+mean ranges from 0.14 to 2.4 between the 5th and 95th percentile of seeds, and
+their mean, the ensemble mean's displacement, is not zero.
 """
 
 from __future__ import annotations
@@ -204,7 +203,7 @@ def _laplace_quantile(centred: Tensor) -> Tensor:
 def stratified_laplace(
     members: int, generator: torch.Generator | None, device: torch.device | str = "cpu"
 ) -> Tensor:
-    """``(members, 2)`` unit-variance Laplace quantiles at ``(i + 1/2) / members``, dealt at random.
+    """``(members, 2)`` Laplace quantiles at ``(i + 1/2) / members``, rescaled, dealt at random.
 
     Each column holds the same ``members`` values (mean 0, mean square exactly
     ``(members - 1) / (members + 1)``, see the module docstring) in its own random
