@@ -169,7 +169,7 @@ def test_stratified_motion_draws_span_the_laplace_distribution_in_every_forecast
     spread_independent, pairs = [], []
     for seed in range(300):
         generator = torch.Generator().manual_seed(seed)
-        draws = MotionPerturbation(flow, members, generator, 1.0, 5.0, stratified=True).draws
+        draws = MotionPerturbation(flow, members, generator, 1.0, 5.0, sampling="stratified").draws
         for component in range(2):
             np.testing.assert_allclose(
                 np.sort(draws[:, component].numpy()), expected, rtol=1e-5, atol=1e-6
@@ -185,11 +185,38 @@ def test_stratified_motion_draws_span_the_laplace_distribution_in_every_forecast
     assert abs(float(torch.corrcoef(pooled.T)[0, 1])) < 0.05
     assert not torch.equal(pairs[0], pairs[1])  # the order is random, seeded
     generator = torch.Generator().manual_seed(0)
-    single = MotionPerturbation(flow, 1, generator, 1.0, 5.0, stratified=True).draws
+    single = MotionPerturbation(flow, 1, generator, 1.0, 5.0, sampling="stratified").draws
     assert bool((single != 0).all())  # one member: a random draw, not the median
     assert build_steps().config["motion_draws"] == "stratified"
     with pytest.raises(ModelError, match="motion_draws"):
         build_steps({"motion_draws": "sobol"})
+
+
+def test_centred_motion_draws_have_no_mean_and_a_random_spread():
+    # "centred": independent draws less their mean, times sqrt(n / (n + 1)): the ensemble
+    # mean is never displaced, the mean square about it is 7/9 on average for 8 members
+    # (as the stratified draws), and it still varies from forecast to forecast as that of
+    # a random sample (which keeps the rank histogram's outer bins as pysteps' draws).
+    flow = torch.ones((1, 2, 4, 4))
+    members = 8
+    spreads = []
+    for seed in range(400):
+        generator = torch.Generator().manual_seed(seed)
+        draws = MotionPerturbation(flow, members, generator, 1.0, 5.0, sampling="centred").draws
+        np.testing.assert_allclose(draws.mean(0).numpy(), 0.0, atol=1e-6)
+        spreads.append(draws.square().mean(0))
+        generator = torch.Generator().manual_seed(seed)
+        independent = MotionPerturbation(flow, members, generator, 1.0, 5.0).draws
+        centred = (independent - independent.mean(0)) * np.sqrt(members / (members + 1))
+        np.testing.assert_allclose(draws.numpy(), centred.numpy(), rtol=1e-5, atol=1e-6)
+    spreads = torch.stack(spreads)
+    assert abs(float(spreads.mean()) - (members - 1) / (members + 1)) < 0.05
+    assert float(spreads.min()) < 0.3 and float(spreads.max()) > 1.5
+    generator = torch.Generator().manual_seed(0)
+    single = MotionPerturbation(flow, 1, generator, 1.0, 5.0, sampling="centred").draws
+    assert bool((single != 0).all())  # one member: a random draw, not zero
+    with pytest.raises(ValueError, match="sampling"):
+        MotionPerturbation(flow, members, generator, 1.0, 5.0, sampling="sobol")
 
 
 def test_probability_matching_and_mask_equal_pysteps():

@@ -15,22 +15,35 @@ the rain. The filter is either
 Motion noise (Bowler et al. 2006, Sect. 3c): each member's motion field gets a
 perturbation along and across the local motion direction, drawn once per member
 from a Laplace distribution and growing with lead time as ``a t**b + c`` (km/h).
-The members' draws are independent (as in pysteps) or stratified: with ``n > 1``
-members, each component takes the ``n`` quantiles of the Laplace distribution at
-``(i + 1/2) / n`` (the ``n`` points that best represent a distribution in the
-CRPS sense), rescaled so that their mean square is ``(n - 1) / (n + 1)`` times
-the distribution's variance, and deals them to the members in a random order,
-independently for the two components.  The scale keeps the ensemble as well
-calibrated as with independent draws: those displace the ensemble mean at
-random (variance ``1 / n``), which adds to its error as much as the members'
-spread accounts for in the spread-error relation of a finite ensemble (Fortin
-et al. 2014: mean-square error of the mean = ``(n + 1) / n`` x ensemble
+With ``n > 1`` members the draws of one forecast are made in one of three ways:
+
+``"independent"``
+    as pysteps: ``n`` independent draws per component.  Their mean, the ensemble
+    mean's displacement, is not zero (variance ``1 / n`` of a draw), and their
+    mean square about it is ``(n - 1) / n`` on average but 0.14-2.4 between the
+    5th and 95th percentile of seeds for 8 members.
+``"centred"``
+    independent draws minus their mean, times ``sqrt(n / (n + 1))``: the
+    ensemble mean is not displaced, and the set is still a random sample, so
+    the ensemble's envelope (how often the observation falls outside it: the
+    outer bins of the rank histogram) behaves as with independent draws.
+``"stratified"``
+    the ``n`` quantiles of the distribution at ``(i + 1/2) / n`` (the ``n``
+    points that best represent it in the CRPS sense), rescaled, dealt to the
+    members in a random order, independently for the two components.  The
+    members span the distribution by design, which lowers the CRPS most, but
+    the envelope is never narrow, so the observation falls outside it less
+    often than for a random sample (a hump in the rank histogram).
+
+Both ways without a displaced mean have an expected mean square of
+``(n - 1) / (n + 1)`` times the distribution's variance about their mean.  That
+keeps the ensemble as well calibrated as with independent draws: these
+displace the ensemble mean at random, which adds to its error as much as the
+members' spread accounts for in the spread-error relation of a finite ensemble
+(Fortin et al. 2014: mean-square error of the mean = ``(n + 1) / n`` x ensemble
 variance); with that displacement gone, the members must spread by the factor
-``(n - 1) / (n + 1)`` rather than ``(n - 1) / n`` (what independent draws have
-about their own mean).  The members then span the perturbation distribution by
-design instead of by luck: the mean square of 8 independent draws about their
-mean ranges from 0.14 to 2.4 between the 5th and 95th percentile of seeds, and
-their mean, the ensemble mean's displacement, is not zero.
+``(n - 1) / (n + 1)`` rather than ``(n - 1) / n``.  One member always gets an
+independent draw.
 """
 
 from __future__ import annotations
@@ -45,7 +58,9 @@ from xnowcast.models.steps.cascade import BandpassCascade, hermitian_weights
 __all__ = [
     "BPS_PARALLEL",
     "BPS_PERPENDICULAR",
+    "MOTION_DRAWS",
     "MotionPerturbation",
+    "centred_laplace",
     "noise_drive",
     "noise_filter",
     "stratified_laplace",
@@ -57,6 +72,9 @@ __all__ = [
 #: the motion perturbations along and across the motion (Bowler et al. 2006, Table 1).
 BPS_PARALLEL = (10.88, 0.23, -7.68)
 BPS_PERPENDICULAR = (5.76, 0.31, -2.72)
+
+#: The ways of drawing the members' motion perturbations (module docstring).
+MOTION_DRAWS = ("centred", "stratified", "independent")
 
 
 def tukey_window(height: int, width: int, alpha: float, device: torch.device) -> Tensor:
@@ -219,6 +237,29 @@ def stratified_laplace(
     return torch.stack([values[index] for index in order], dim=1)
 
 
+def centred_laplace(
+    members: int, generator: torch.Generator | None, device: torch.device | str = "cpu"
+) -> Tensor:
+    """``(members, 2)`` independent Laplace draws minus their mean, times ``sqrt(n / (n + 1))``.
+
+    The mean square about the (zero) mean is ``(members - 1) / (members + 1)`` on
+    average, as for :func:`stratified_laplace`, but it varies from call to call
+    as that of a random sample does; ``members`` must be at least 2.
+    """
+    if members < 2:
+        raise ValueError(f"centred draws need at least 2 members, got {members}")
+    draws = _independent_laplace(members, generator, device)
+    draws = draws - draws.mean(dim=0, keepdim=True)
+    return draws * math.sqrt(members / (members + 1))
+
+
+def _independent_laplace(
+    members: int, generator: torch.Generator | None, device: torch.device | str
+) -> Tensor:
+    uniform = torch.rand((members, 2), generator=generator, device=device) - 0.5
+    return _laplace_quantile(uniform)
+
+
 class MotionPerturbation:
     """Per-member perturbations of a motion field growing with lead time (Bowler et al. 2006).
 
@@ -236,10 +277,9 @@ class MotionPerturbation:
     parallel, perpendicular
         ``(a, b, c)`` of the standard deviation ``a t**b + c`` in km/h along and
         across the local motion (``t``: lead time in minutes).
-    stratified
-        True: the members' draws are the distribution's rescaled quantiles in a
-        random order (see the module docstring; one member gets a random draw);
-        False: independent draws, as pysteps makes them.
+    sampling
+        How the members' draws are made: "independent" (as pysteps), "centred" or
+        "stratified" (module docstring); one member always gets an independent draw.
     """
 
     def __init__(
@@ -251,13 +291,17 @@ class MotionPerturbation:
         time_step_minutes: float,
         parallel: tuple[float, float, float] = BPS_PARALLEL,
         perpendicular: tuple[float, float, float] = BPS_PERPENDICULAR,
-        stratified: bool = False,
+        *,
+        sampling: str = "independent",
     ) -> None:
-        if stratified and members > 1:
+        if sampling not in MOTION_DRAWS:
+            raise ValueError(f"sampling must be one of {MOTION_DRAWS}, got {sampling!r}")
+        if sampling == "stratified" and members > 1:
             self.draws = stratified_laplace(members, generator, flow.device)
+        elif sampling == "centred" and members > 1:
+            self.draws = centred_laplace(members, generator, flow.device)
         else:
-            uniform = torch.rand((members, 2), generator=generator, device=flow.device) - 0.5
-            self.draws = _laplace_quantile(uniform)
+            self.draws = _independent_laplace(members, generator, flow.device)
         speed = flow.norm(dim=1, keepdim=True)
         along = torch.where(speed > 1e-12, flow / speed.clamp_min(1e-12), torch.zeros_like(flow))
         across = torch.stack((-along[:, 1], along[:, 0]), dim=1)

@@ -50,6 +50,7 @@ from xnowcast.models.steps.evolution import MemberCascades
 from xnowcast.models.steps.noise import (
     BPS_PARALLEL,
     BPS_PERPENDICULAR,
+    MOTION_DRAWS,
     MotionPerturbation,
     noise_drive,
     noise_filter,
@@ -89,7 +90,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 _CHOICES = {
-    "motion_draws": ("stratified", "independent"),
+    "motion_draws": MOTION_DRAWS,
     "noise": ("nonparametric", "parametric", None),
     "mask": ("incremental", None),
     "probability_matching": ("cdf", "mean", None),
@@ -134,8 +135,9 @@ class Steps(NowcastModel):
         ``noise`` ("nonparametric", "parametric" or None) and
         ``noise_window_alpha``, ``motion_perturbation`` with the
         ``perturbation_parallel``/``perturbation_perpendicular`` coefficients
-        (km/h) and ``motion_draws`` ("stratified": Latin hypercube draws over
-        the members; "independent": as pysteps), ``mask`` ("incremental" or None) with ``mask_rim`` and
+        (km/h) and ``motion_draws`` ("centred": independent draws less their
+        mean; "stratified": Latin hypercube draws over the members;
+        "independent": as pysteps), ``mask`` ("incremental" or None) with ``mask_rim`` and
         ``mask_factor``, ``probability_matching`` ("cdf", "mean" or None),
         ``grid_spacing_km`` and ``time_step_minutes`` (used when the caller does not
         pass them) and the advection's ``trajectory_scale``.
@@ -319,7 +321,7 @@ class Steps(NowcastModel):
                 time_step_minutes,
                 tuple(cfg["perturbation_parallel"]),
                 tuple(cfg["perturbation_perpendicular"]),
-                stratified=cfg["motion_draws"] == "stratified",
+                sampling=cfg["motion_draws"],
             )
         pixel = normalized_pixel_size(height, width, flow.dtype, flow.device).view(1, 2, 1, 1)
         position = trajectory_grid(
