@@ -32,13 +32,16 @@ per-seed ratios: the motion perturbation of a member is two Laplace draws, so a
 forecast's CRPS at 90 min moves by 5-20 % from seed to seed.
 ``--common-motion-draws`` is a control run that removes that sampling difference
 between the systems: xnowcast's members get the draws pysteps makes for the
-same seed (everything else stays xnowcast's own).
+same seed (everything else stays xnowcast's own).  ``--draws centred stratified``
+scores xnowcast with each way of drawing its motion perturbations
+(``motion_draws``) against one pysteps run per init time and seed (rows
+``xn-centred``, ``xn-stratified``; the pixels scored are those known to all).
 
 Usage::
 
     python benchmarks/steps_vs_pysteps.py [DATA] [--events rmi-20210704 mch-20150515 ...]
         [--inits 4] [--members 8] [--size 384] [--threads 2] [--speed-sizes 256 384]
-        [--seed 0] [--seeds 1] [--common-motion-draws]
+        [--seed 0] [--seeds 1] [--common-motion-draws] [--draws centred stratified]
 
 ``DATA`` holds ``radar/`` (default ``$XNOWCAST_TEST_DATA`` or ``../shared/data``).
 pysteps is needed only here.
@@ -81,6 +84,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--common-motion-draws",
         action="store_true",
         help="control run: xnowcast's members get the motion-perturbation draws pysteps makes",
+    )
+    parser.add_argument(
+        "--draws",
+        nargs="+",
+        default=None,
+        help="xnowcast motion_draws to compare (default: the model's own, one system)",
     )
     parser.add_argument("--device", default="cpu", help="torch device for xnowcast")
     return parser.parse_args(argv)
@@ -317,8 +326,11 @@ def score_system(values, observed, known, obs_da, times, inits, rng, seconds) ->
     }
 
 
-def run_event(data: Path, name: str, model, seed: int) -> dict:
-    """Both systems on ``ARGS.inits`` init times of event ``name``; init ``k`` uses ``seed + k``."""
+def run_event(data: Path, name: str, models: dict, seed: int) -> dict:
+    """All systems on ``ARGS.inits`` init times of event ``name``; init ``k`` uses ``seed + k``.
+
+    ``models`` maps each xnowcast system's name to its model; pysteps runs once per init.
+    """
     frames_all = load_event(data, name).astype(np.float32)
     ys, xs = crop_window(frames_all, ARGS.size)
     frames = frames_all[:, ys, xs]
@@ -326,32 +338,39 @@ def run_event(data: Path, name: str, model, seed: int) -> dict:
     times = times.astype("datetime64[ns]")
     steps, members = ARGS.steps, ARGS.members
     inits = np.unique(np.linspace(2, frames.shape[0] - 1 - steps, ARGS.inits).round().astype(int))
-    ours, theirs, seconds = [], [], {"xnowcast": [], "pysteps": []}
+    systems = [*models, "pysteps"]
+    values: dict[str, list] = {system: [] for system in systems}
+    seconds: dict[str, list] = {system: [] for system in systems}
     for k, init in enumerate(inits):
         window = frames[init - 2 : init + 1]
-        fc, sec, flow = xnowcast_forecast(model, window, members, seed + k, ARGS.device)
-        ours.append(fc)
-        seconds["xnowcast"].append(sec)
+        for system, model in models.items():  # the same motion for every way of drawing
+            fc, sec, flow = xnowcast_forecast(model, window, members, seed + k, ARGS.device)
+            values[system].append(fc)
+            seconds[system].append(sec)
         fc, sec = pysteps_forecast(window, flow, members, seed + k)
-        theirs.append(fc)
+        values["pysteps"].append(fc)
         seconds["pysteps"].append(sec)
-        print(
-            f"  {name} seed {seed} init {init}: xnowcast {seconds['xnowcast'][-1]:.1f} s, "
-            f"pysteps {seconds['pysteps'][-1]:.1f} s",
-            flush=True,
-        )
-    ours, theirs = np.stack(ours), np.stack(theirs)
+        timing = ", ".join(f"{system} {seconds[system][-1]:.1f} s" for system in systems)
+        print(f"  {name} seed {seed} init {init}: {timing}", flush=True)
+    stacked = {system: np.stack(values[system]) for system in systems}
     observed = np.stack([frames[i + 1 : i + 1 + steps] for i in inits])  # (N, steps, H, W)
-    known = np.isfinite(observed) & np.isfinite(ours).all(axis=1) & np.isfinite(theirs).all(1)
+    known = np.isfinite(observed)
+    for forecast in stacked.values():
+        known &= np.isfinite(forecast).all(axis=1)
     observed = np.where(known, observed, np.nan)
     obs_da = as_observations(frames, times)
     rng = np.random.default_rng(0)
     result = {"event": name, "seed": seed}
-    for system, values in (("xnowcast", ours), ("pysteps", theirs)):
+    for system in systems:
         result[system] = score_system(
-            values, observed, known, obs_da, times, inits, rng, seconds[system]
+            stacked[system], observed, known, obs_da, times, inits, rng, seconds[system]
         )
     return result
+
+
+def xnowcast_systems(row: dict) -> list[str]:
+    """The xnowcast systems of a result row (every key but event, seed and pysteps)."""
+    return [key for key in row if key not in ("event", "seed", "pysteps")]
 
 
 def speed_rows(data: Path, model) -> list[tuple[int, float, float]]:
@@ -370,38 +389,42 @@ def speed_rows(data: Path, model) -> list[tuple[int, float, float]]:
 def print_rows(results: list[dict]) -> None:
     """One table row per event, seed and system, and the CRPS ratio row."""
     head = (
-        f"{'event':<14} {'seed':>4} {'system':<9} | CRPS 30/60/90 min: {'1 km':^17} "
+        f"{'event':<14} {'seed':>4} {'system':<13} | CRPS 30/60/90 min: {'1 km':^17} "
         f"{'4 km':^17} {'16 km':^17} | spr/skl | rank U  flat | power 2-8/8-32/32-128 km | s/fc"
     )
     print(head)
     print("-" * len(head))
     for row in results:
-        for system in ("xnowcast", "pysteps"):
+        for system in [*xnowcast_systems(row), "pysteps"]:
             r = row[system]
             crps = " ".join(" ".join(f"{v:5.3f}" for v in scale) for scale in r["crps"])
             power = "/".join(f"{v:.2f}" for v in r["power"])
             print(
-                f"{row['event']:<14} {row['seed']:>4} {system:<9} | {crps} | "
+                f"{row['event']:<14} {row['seed']:>4} {system:<13} | {crps} | "
                 f"{r['spread_skill']:7.2f} | {r['U']:6.2f} {r['flat']:4.1f} | {power:^24} | "
                 f"{r['seconds']:5.1f}"
             )
-        ratio = row["xnowcast"]["crps"] / row["pysteps"]["crps"]
-        print(
-            f"{'':<14} {'':>4} {'ratio':<9} | "
-            + " ".join(" ".join(f"{v:5.3f}" for v in scale) for scale in ratio)
-            + f" | speed-up {row['pysteps']['seconds'] / row['xnowcast']['seconds']:.1f}x"
-        )
+        for system in xnowcast_systems(row):
+            ratio = row[system]["crps"] / row["pysteps"]["crps"]
+            label = "ratio" if system == "xnowcast" else f"/ {system[3:]}"
+            print(
+                f"{'':<14} {'':>4} {label[:13]:<13} | "
+                + " ".join(" ".join(f"{v:5.3f}" for v in scale) for scale in ratio)
+                + f" | speed-up {row['pysteps']['seconds'] / row[system]['seconds']:.1f}x"
+            )
 
 
 def print_summary(results: list[dict]) -> None:
     """Per event over the seeds: CRPS ratio of the seed means, per-seed range, rank shape."""
+    ours_systems = xnowcast_systems(results[0])
+    events = list(dict.fromkeys(row["event"] for row in results))
     print(
         "\nover the seeds, per event: CRPS ratio xnowcast / pysteps of the seed-mean CRPS "
         "[lowest-highest per-seed ratio], 30/60/90 min"
     )
-    for event in dict.fromkeys(row["event"] for row in results):
+    for event, system in ((e, s) for e in events for s in ours_systems):
         rows = [row for row in results if row["event"] == event]
-        ours = np.stack([row["xnowcast"]["crps"] for row in rows])  # (seeds, scale, lead)
+        ours = np.stack([row[system]["crps"] for row in rows])  # (seeds, scale, lead)
         theirs = np.stack([row["pysteps"]["crps"] for row in rows])
         per_seed = ours / theirs
         mean_ratio = ours.mean(0) / theirs.mean(0)
@@ -413,16 +436,17 @@ def print_summary(results: list[dict]) -> None:
                 for lo, hi in zip(per_seed[:, s].min(0), per_seed[:, s].max(0), strict=True)
             )
             cells.append(f"{scale:>2} km {values} [{ranges}]")
-        print(f"  {event:<14} {len(rows)} seeds: " + "; ".join(cells))
+        label = "" if system == "xnowcast" else f"{system} "
+        print(f"  {event:<14} {label}{len(rows)} seeds: " + "; ".join(cells))
     print(
         "\nrank histogram at 60 min, bins over expected (1 = flat): outer bins low/high, "
         "U = their mean (> 1 a U, < 1 a hump), |U - 1| of xnowcast minus pysteps' "
         "(> 0: more U or hump than pysteps), mean [range] over the seeds"
     )
-    for event in dict.fromkeys(row["event"] for row in results):
+    for event in events:
         rows = [row for row in results if row["event"] == event]
         parts = []
-        for system in ("xnowcast", "pysteps"):
+        for system in [*ours_systems, "pysteps"]:
             low = np.mean([row[system]["low"] for row in rows])
             high = np.mean([row[system]["high"] for row in rows])
             u = [row[system]["U"] for row in rows]
@@ -430,28 +454,26 @@ def print_summary(results: list[dict]) -> None:
                 f"{system} low {low:.2f} high {high:.2f} U {np.mean(u):.2f} "
                 f"[{min(u):.2f}-{max(u):.2f}]"
             )
-        excess = [abs(row["xnowcast"]["U"] - 1) - abs(row["pysteps"]["U"] - 1) for row in rows]
-        parts.append(f"excess {np.mean(excess):+.3f} [{min(excess):+.3f}..{max(excess):+.3f}]")
+        for system in ours_systems:
+            excess = [abs(row[system]["U"] - 1) - abs(row["pysteps"]["U"] - 1) for row in rows]
+            label = "excess" if system == "xnowcast" else f"excess {system}"
+            parts.append(f"{label} {np.mean(excess):+.3f} [{min(excess):+.3f}..{max(excess):+.3f}]")
         print(f"  {event:<14} " + "; ".join(parts))
-        for system in ("xnowcast", "pysteps"):
+        for system in [*ours_systems, "pysteps"]:
             hist = np.mean([row[system]["rank"] for row in rows], axis=0)
-            print(f"    {system:<9} " + " ".join(f"{v:.3f}" for v in hist))
-    ss = {
-        system: [row[system]["spread_skill"] for row in results]
-        for system in ("xnowcast", "pysteps")
-    }
-    print(
-        f"\nspread/skill at 60 min over all events and seeds: xnowcast "
-        f"{min(ss['xnowcast']):.2f}-{max(ss['xnowcast']):.2f}, pysteps "
-        f"{min(ss['pysteps']):.2f}-{max(ss['pysteps']):.2f}"
-    )
-    ours = [row["xnowcast"]["seconds"] for row in results]
+            print(f"    {system:<13} " + " ".join(f"{v:.3f}" for v in hist))
+    print("\nspread/skill at 60 min over all events and seeds (mean, range):")
+    for system in [*ours_systems, "pysteps"]:
+        ss = [row[system]["spread_skill"] for row in results]
+        print(f"  {system:<13} {np.mean(ss):.2f} ({min(ss):.2f}-{max(ss):.2f})")
     theirs = [row["pysteps"]["seconds"] for row in results]
-    print(
-        f"speed-up at {ARGS.size}x{ARGS.size} (median s per forecast per event and seed): "
-        f"{min(t / o for o, t in zip(ours, theirs, strict=True)):.1f}-"
-        f"{max(t / o for o, t in zip(ours, theirs, strict=True)):.1f}x"
-    )
+    for system in ours_systems:
+        ours = [row[system]["seconds"] for row in results]
+        print(
+            f"{system} speed-up at {ARGS.size}x{ARGS.size} (median s per forecast per event "
+            f"and seed): {min(t / o for o, t in zip(ours, theirs, strict=True)):.1f}-"
+            f"{max(t / o for o, t in zip(ours, theirs, strict=True)):.1f}x"
+        )
 
 
 def main() -> None:
@@ -459,24 +481,34 @@ def main() -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         import pysteps  # noqa: F401  (prints its configuration banner on import)
     data = Path(ARGS.data).resolve()
-    model = build_steps("default").to(ARGS.device)
+    if ARGS.draws:
+        models = {
+            f"xn-{draws}": build_steps({"motion_draws": draws}).to(ARGS.device)
+            for draws in ARGS.draws
+        }
+    else:
+        models = {"xnowcast": build_steps("default").to(ARGS.device)}
+    model = next(iter(models.values()))
     if ARGS.common_motion_draws:  # a control run, not xnowcast's own ensemble
         steps_nowcaster.MotionPerturbation = _CommonDraws
     print(
         f"{ARGS.members} members, {ARGS.steps} x 5 min, {ARGS.inits} init times per event, "
         f"seeds {ARGS.seed} + {SEED_STRIDE} x 0..{ARGS.seeds - 1}, {ARGS.threads} CPU threads, "
-        f"device {ARGS.device}, common motion draws {ARGS.common_motion_draws}, load average "
-        f"at start {os.getloadavg()[0]:.1f}; torch {torch.__version__}, pysteps "
-        f"{importlib.metadata.version('pysteps')}"
+        f"device {ARGS.device}, common motion draws {ARGS.common_motion_draws}, xnowcast "
+        f"systems {list(models)}, load average at start {os.getloadavg()[0]:.1f}; torch "
+        f"{torch.__version__}, pysteps {importlib.metadata.version('pysteps')}"
     )
     xnowcast_forecast(model, np.zeros((3, 64, 64), np.float32) + 1.0, 2, 0, ARGS.device)  # warm-up
     results = []
     for name in ARGS.events:
         for seed in range(ARGS.seed, ARGS.seed + SEED_STRIDE * ARGS.seeds, SEED_STRIDE):
-            results.append(run_event(data, name, model, seed))
-            ratio = results[-1]["xnowcast"]["crps"][0] / results[-1]["pysteps"]["crps"][0]
+            results.append(run_event(data, name, models, seed))
+            ratios = ", ".join(
+                f"{system} {np.round(results[-1][system]['crps'][0] / results[-1]['pysteps']['crps'][0], 3)}"
+                for system in models
+            )
             # a long run shows each event and seed as it finishes (the tables come at the end)
-            print(f"  {name} seed {seed} done: 1-km CRPS ratio {np.round(ratio, 3)}", flush=True)
+            print(f"  {name} seed {seed} done: 1-km CRPS ratio {ratios}", flush=True)
     print_rows(results)
     print_summary(results)
     for size, ours, theirs in speed_rows(data, model):
