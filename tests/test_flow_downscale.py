@@ -297,6 +297,15 @@ def test_long_run_resumes_exactly(tmp_path, model_name):
     assert [s for s, *_ in meta["training"]["run"]["val_history"]] == [2, 4]
     assert set(meta["scores"]["holdout_pairs"]) >= {"model", "flow", "trilinear"}
     assert result["scores"]["holdout_pairs"]["flow"]["mse"] > 0
+    # or the last checkpoint (the end of the schedule: no choice made on held-out pairs)
+    export(tmp_path / "resumed", tmp_path / "last.safetensors", step="last")
+    last = load_checkpoint(tmp_path / "last.safetensors")
+    assert last.metadata["training"]["exported_step"] == "last"
+    assert last.metadata["training"]["steps"] == 4
+    for key, value in states["resumed"]["model"].items():
+        torch.testing.assert_close(last.state_dict()[key], value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="best"):
+        export(tmp_path / "resumed", tmp_path / "x.safetensors", step="middle")
     # a new run warm-started from those weights starts from them and says so
     warm = tmp_path / "warm"
     warm.mkdir()
@@ -344,8 +353,13 @@ def test_shipped_zsm_weights_record_their_training_and_scores(model_name):
     assert training["time_steps_minutes"] == [10] and training["grid_spacing_m"] == [2000.0]
     steps = [step for step, *_ in training["run"]["val_history"]]
     assert steps == sorted(steps) and training["best"]["step"] in steps
-    # model selection on held-out pairs: the recorded scores agree with the recorded curve
-    assert held_out["model"]["mse"] == pytest.approx(training["best"]["scores"]["mse"])
+    # the recorded scores agree with the recorded curve: at the best step (model selection
+    # on held-out pairs) or at the last one (the end of the schedule)
+    if training.get("exported_step") == "last":
+        assert training["steps"] == steps[-1]
+        assert held_out["model"]["mse"] == pytest.approx(training["run"]["val_history"][-1][1])
+    else:
+        assert held_out["model"]["mse"] == pytest.approx(training["best"]["scores"]["mse"])
     assert held_out["trilinear"]["mse"] > held_out["flow"]["mse"]
     if model_name == "fczsm":  # warm-started from the shipped ZSM: its CPU time counts too
         warm = meta["training"]["warm_start"]

@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from xnowcast.training.longrun_export import export
 from xnowcast.training.pairs import PairSet, dihedral, load_rain_rate, make_pairs
 from xnowcast.training.supervised import (
     DEFAULT_EVENTS,
@@ -470,64 +471,6 @@ def _warm_cpu(before: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def export(
-    workdir: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    warm_from: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
-    """Write the best model of a run as shippable weights, with held-out scores.
-
-    The metadata hold the config, the run's record (recipe, data, steps, the
-    validation curve with its ratio to ``flow``, the best step) and ``scores``:
-    MSE on the held-out pairs of the model, ``flow`` and ``trilinear``.
-    ``cpu_s_total`` is the CPU time behind the exported weights: this run's up to
-    the best step plus the warm start's up to its own shipped step.  A run whose
-    record predates warm-start CPU bookkeeping takes it from ``warm_from`` (the
-    weights file it was warm-started from).
-
-    Returns
-    -------
-    dict
-        ``sha256`` of the written file and the ``scores``.
-    """
-    import torch
-
-    from xnowcast.models.flow import build_flow
-    from xnowcast.models.interpolation import build_trilinear
-    from xnowcast.training.supervised import load_checkpoint
-
-    work = Path(workdir)
-    model = load_checkpoint(work / "best.safetensors")
-    val = PairSet(**torch.load(work / "val-pairs.pt", weights_only=False))
-    factor, tf = int(model.factor), int(model.time_factor)
-    record = dict(model.metadata["training"])
-    state = work / "state.pt"
-    if state.is_file():  # the curve up to the last step, not only up to the best one
-        record["run"] = {
-            k: v
-            for k, v in torch.load(state, weights_only=False)["record"].items()
-            if k in ("steps", "wall_s", "cpu_s", "loss_history", "val_history", "recipe_changes")
-        }
-    if record.get("best"):  # saved during the best step, before its count was updated
-        record["steps"] = record["best"]["step"]
-    warm = record.get("warm_start")
-    if warm is not None and warm_from is not None and "cpu_s" not in warm:
-        warm.update(_warm_cpu(load_checkpoint(warm_from).metadata.get("training", {})))
-    if "cpu_s" in record:
-        record["cpu_s_total"] = float(record["cpu_s"]) + float((warm or {}).get("cpu_s", 0.0))
-    scores = {
-        "holdout_pairs": {
-            "event": record.get("holdout"),
-            "pairs": len(val),
-            "model": evaluate_vs_flow(model, val),
-            "flow": evaluate_vs_flow(build_flow(factor=factor, time_factor=tf), val),
-            "trilinear": evaluate_vs_flow(build_trilinear(factor=factor, time_factor=tf), val),
-        }
-    }
-    sha = save_checkpoint(model, out, record, scores)
-    return {"sha256": sha, "scores": scores}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -561,9 +504,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--export-warm-from", default=None, help="with --export: the warm start's weights file"
     )
+    parser.add_argument(
+        "--export-step",
+        choices=["best", "last"],
+        default="best",
+        help="with --export: the best validation step, or the last checkpoint",
+    )
     args = parser.parse_args(argv)
     if args.export:
-        exported = export(args.workdir, args.export, args.export_warm_from)
+        exported = export(args.workdir, args.export, args.export_warm_from, args.export_step)
         print(json.dumps(exported, indent=1, default=float))
         return 0
     cfg = RunConfig(
