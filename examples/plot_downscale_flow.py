@@ -1,12 +1,13 @@
 """
-Motion matters: trilinear vs flow vs ZSM on an inserted frame
-=============================================================
+Motion matters: trilinear vs flow vs ZSM and FC-ZSM on an inserted frame
+=========================================================================
 
 A rain cell that moves between two coarse frames is, to a linear
 interpolation in time, two half-strength cells: one fading where it was, one
 appearing where it will be.  The ``flow`` downscaler measures the motion
 between the coarse frames (optical flow) and moves each neighbour toward the
-inserted time along it; ZSM learns a correction on top of that.  Here the
+inserted time along it; ZSM learns a correction on top of that, and FC-ZSM
+also reads static fields (radar coverage, position in the domain).  Here the
 bundled RMI sample (1 km / 5 min, an event no model was trained on) is
 coarsened to 2 km / 10 min and brought back, and the inserted frame is
 compared with the radar.
@@ -25,7 +26,7 @@ truth = obs.isel(time=slice(0, 9))  # 1 km / 5 min
 
 fine = {
     name: coarse.downscale(factor=2, time_factor=2, model=name, progress=False)
-    for name in ("trilinear", "flow", "zsm")
+    for name in ("trilinear", "flow", "zsm", "fczsm")
 }
 
 # %%
@@ -39,7 +40,7 @@ for name, field in fine.items():
 # %%
 # The inserted frame at 16:05 and its error (output - radar):
 when = truth.time.values[1]
-fig, axes = plt.subplots(2, 4, figsize=(13, 6.5), layout="constrained")
+fig, axes = plt.subplots(2, 5, figsize=(16, 6.5), layout="constrained")
 norm, cmap = LogNorm(0.1, 50), radar_colormap()
 panels = {"radar (truth)": truth.sel(time=when), **{k: v.sel(time=when) for k, v in fine.items()}}
 for ax, (title, field) in zip(axes[0], panels.items(), strict=True):
