@@ -191,7 +191,7 @@ ZSM_SPEC = register(
         weights={
             "flowprior": WeightsFile(
                 "zsm-flowprior.safetensors",
-                "aaa8f18b35dee007be609688e6c98b9f1622aa9dada560f896fc971e255a2067",
+                "55bd012206835ba5944a2140c1b4291cc331a9ec3d2d8fde58081fcc99c5978d",
             )
         },
         default_weights="flowprior",
@@ -209,7 +209,7 @@ FCZSM_SPEC = register(
         weights={
             "flowprior": WeightsFile(
                 "fczsm-flowprior.safetensors",
-                "699a13ab1a11210309a5e1952c08f848b12ec7fa21e0426af5248f5b689f5e2c",
+                "166d15fdb7b5f1025d1f8dace0d3fc64938db3abd12b1cbc829b4201652c977c",
             )
         },
         default_weights="flowprior",
