@@ -1,18 +1,7 @@
 """The bad-input catalogue of ``docs/bad_inputs.rst``: units, values and dtypes.
 
-One test (or more) per row of the catalogue, which spans the three modules of this folder.
-
-Through the public API only (``da.nowcast.predict``, ``da.downscale``).  A refused input
-must raise an xnowcast exception (a ``ValueError``/``TypeError`` subclass) whose message
-names the problem and the fix, before any model runs; an accepted one must give the right
-values.  No call ever modifies its input: every call here goes through :func:`refuse` or
-:func:`accept`, which deep-copy the input first and compare afterwards.
-
-A gap found here in a file the suite's author does not own is first recorded as an
-``xfail(strict=True)`` test whose reason names the file and the fix; when the fix lands
-the test XPASSes, which fails the run, and the mark is removed.  The seven gaps found so
-far (off-grid times, unreadable init_time, run options, units= on outputs, missing cells
-leaking as no rain, lazy all-missing blocks, shared attrs) are fixed.
+One test (or more) per row; the rules every test follows are in
+:mod:`bad_input_calls`.
 """
 
 from __future__ import annotations
