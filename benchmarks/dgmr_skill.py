@@ -219,16 +219,8 @@ def latent_effect(da, inits, members: int, seed: int, weights: str | None) -> fl
     return float(np.mean(diffs))
 
 
-def run_event(
-    root: Path,
-    key: str,
-    size: int,
-    n_inits: int,
-    members: int,
-    seed: int,
-    systems: list[str],
-    weights: str | None = None,
-) -> dict:
+def central_window(root: Path, key: str, size: int):
+    """The rain rate (mm/h, float32, lazy) of event ``key`` on its central ``size`` km; its role."""
     from xnowcast.io import open_radar
     from xnowcast.units import convert_dataarray
 
@@ -240,7 +232,20 @@ def run_event(
     da = da.astype(np.float32)
     ny, nx = da.sizes["y"], da.sizes["x"]
     y0, x0 = max((ny - size) // 2, 0), max((nx - size) // 2, 0)
-    da = da.isel(y=slice(y0, y0 + size), x=slice(x0, x0 + size))
+    return da.isel(y=slice(y0, y0 + size), x=slice(x0, x0 + size)), role
+
+
+def run_event(
+    root: Path,
+    key: str,
+    size: int,
+    n_inits: int,
+    members: int,
+    seed: int,
+    systems: list[str],
+    weights: str | None = None,
+) -> dict:
+    da, role = central_window(root, key, size)
     n_time = da.sizes["time"]
     idx = np.unique(np.linspace(3, n_time - 19, n_inits).round().astype(int))
     inits = da.time.values[idx]
@@ -366,6 +371,13 @@ def targets(result: dict) -> list[tuple[str, str, bool]]:
     return out
 
 
+def print_targets(title: str, rows: list[tuple[str, str, bool]]) -> None:
+    """Print (target, measured, met) rows as a Markdown table headed by ``title``."""
+    print(f"\n| target ({title}) | measured | met |\n|---|---|---|")
+    for name, value, met in rows:
+        print(f"| {name} | {value} | {'yes' if met else 'no'} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -404,9 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(table(r)))
         print(f"\nlatent effect at 60 min: {r.get('latent_effect_60', float('nan')):.3f} mm/h")
         if r["role"] == "held out":
-            print("\n| target (issue 14) | measured | met |\n|---|---|---|")
-            for name, value, met in targets(r):
-                print(f"| {name} | {value} | {'yes' if met else 'no'} |")
+            print_targets("issue 14", targets(r))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
     if a.docs:

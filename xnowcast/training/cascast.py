@@ -19,10 +19,17 @@ The recipe:
   with probability ``drop_prob`` (classifier-free guidance);
 * **optimiser**: Adam on the denoiser, constant learning rate, gradients clipped
   to norm 1;
+* **weight average** (``ema_decay`` > 0): an exponential moving average of the
+  denoiser's weights (:class:`~xnowcast.training.averaging.WeightAverage`),
+  started at the step the option is first given, validated and exported
+  instead of the last weights;
 * **validation** every ``val_every`` steps: the same loss on the rainiest crops of
   the held-out event with fixed steps, noise and drops (comparable along the
-  run); at the end one sampled member per crop is scored (MAE in mm/h, rain
-  volume) against the backbone's forecast and its autoencoder round trip;
+  run; of the average when there is one, ``val_last`` of the last weights); at
+  the end one sampled member per crop is scored (MAE in mm/h, rain volume)
+  against the backbone's forecast and its autoencoder round trip;
+* **recipe changes** on resume (learning rate, batch size, crop, average) are
+  recorded with the step they took effect in ``recipe_changes``;
 * **budget**: ``steps`` or ``cpu_budget`` seconds of process CPU time;
 * **checkpoints** (safetensors) every ``checkpoint_every`` steps: the model,
   Adam, the random states and the history (bit-for-bit resume in the same folder).
@@ -50,10 +57,13 @@ import numpy as np
 import torch
 
 from xnowcast.models.cascast import CasCast, build_cascast
+from xnowcast.training.averaging import WeightAverage
 from xnowcast.training.data import CropBatch, SequenceCropSampler
 from xnowcast.training.gan_step import dihedral
 from xnowcast.training.nowcasters import (
+    CHECKPOINT,
     _commit,
+    _load_checkpoint,
     _save_checkpoint,
     build_samplers,
     optimiser_step,
@@ -117,13 +127,14 @@ def train_cascast(
     seed: int = 0,
     val_every: int = 50,
     checkpoint_every: int = 25,
+    ema_decay: float = 0.0,
     final_samples: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume, when ``out_dir`` holds a checkpoint) the CasCast denoiser.
 
     Returns ``steps``, ``cpu_time``, ``history`` and the final ``scores``; writes
-    ``out_dir/cascast.safetensors``.
+    ``out_dir/cascast.safetensors`` (the weight average when ``ema_decay`` > 0).
     """
     from tqdm.auto import tqdm
 
@@ -139,6 +150,17 @@ def train_cascast(
     sampler.rng = np.random.default_rng(seed)
     state = resume(out, model, opt, rng, sampler)
     step, cpu, history = state["step"], state["cpu_time"], state["history"]
+    recipe = {"lr": lr, "batch_size": batch_size, "crop": sampler.crop, "ema_decay": ema_decay}
+    changes = list(state.get("recipe_changes", []))
+    if step > 0 and state.get("recipe") != recipe:  # say what changed, and from which step
+        changes.append(
+            {"step": step, "before": state.get("recipe", "not recorded"), "after": recipe}
+        )
+    average = WeightAverage(model.denoiser, ema_decay) if ema_decay > 0 else None
+    average_since = state.get("average_since")
+    if average is not None:
+        if step == 0 or not average.load(_load_checkpoint(out / CHECKPOINT)[0]):
+            average_since = step  # the average starts here
     scales = state.get("scales")
     if scales is None:  # a fresh run: scales from one batch of training crops
         scale_batch = sampler.sample(8)
@@ -147,12 +169,22 @@ def train_cascast(
 
     def checkpoint() -> None:
         meta = {"step": step, "cpu_time": cpu, "history": history, "best": {}, "scales": scales}
+        meta.update(recipe=recipe, recipe_changes=changes, average_since=average_since)
         meta["sampler_rng"] = dict(sampler.rng.bit_generator.state)
-        _save_checkpoint(out, model, opt, rng, meta)
+        extra = average.tensors() if average is not None else None
+        _save_checkpoint(out, model, opt, rng, meta, extra)
 
     def validation() -> None:
-        if val_batch is not None and not any(h["step"] == step and "val" in h for h in history):
+        if val_batch is None or any(h["step"] == step and "val" in h for h in history):
+            return
+        if average is None:
             history.append({"step": step, "val": validation_loss(model, val_batch)})
+            return
+        last = validation_loss(model, val_batch)
+        with average.applied(model.denoiser):
+            history.append(
+                {"step": step, "val": validation_loss(model, val_batch), "val_last": last}
+            )
 
     bar = tqdm(total=steps, initial=step, desc="cascast", disable=not progress)
     while step < steps and (cpu_budget is None or cpu < cpu_budget):
@@ -161,6 +193,8 @@ def train_cascast(
         batch = dihedral(sampler.sample(batch_size), rng)
         loss = model.training_loss(batch.inputs, batch.targets, batch.valid, generator=rng)
         value = optimiser_step(opt, loss, model.denoiser)
+        if average is not None:
+            average.update(model.denoiser)
         step += 1
         cpu = time.process_time() - start
         history.append({"step": step, "loss": round(value, 5)})
@@ -171,6 +205,8 @@ def train_cascast(
     bar.close()
     validation()
     checkpoint()
+    if average is not None:  # from here on the model holds the exported (averaged) weights
+        model.denoiser.load_state_dict(average.state)
     scores: dict[str, Any] = {}
     if val_batch is not None and final_samples:
         scores = {"step": step, **sample_scores(model, val_batch)}
@@ -181,6 +217,13 @@ def train_cascast(
         "weighted by the observed fraction of each latent cell; condition dropped with "
         f"probability {model.config['drop_prob']}",
         "optimiser": "Adam on the denoiser, constant learning rate, gradient norm clipped to 1",
+        "weights": (
+            f"moving average of the denoiser's weights (decay {ema_decay}) since step "
+            f"{average_since}"
+            if average is not None
+            else "the last step's"
+        ),
+        "recipe_changes": changes,
         "steps": step,
         "cpu_time_s": round(cpu, 1),
         "batch_size": batch_size,
@@ -225,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--val-every", type=int, default=50)
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="export a moving average of the weights (e.g. 0.999); 0: the last")  # fmt: skip
     a = p.parse_args(argv)
     config: str | dict[str, Any] = a.config
     if a.backbone:
@@ -240,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = train_cascast(
         sampler, val_batch, a.out, a.autoencoder, config=config, steps=a.steps,
         cpu_budget=a.cpu_budget, batch_size=a.batch_size, lr=a.lr, val_every=a.val_every,
+        ema_decay=a.ema_decay,
     )  # fmt: skip
     print(json.dumps({"steps": result["steps"], "scores": result["scores"]}))
     return 0

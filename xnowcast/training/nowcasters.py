@@ -172,12 +172,18 @@ def _rng_state(sampler: SequenceCropSampler) -> dict[str, Any]:
 
 
 def _save_checkpoint(
-    out: Path, model: Any, opt: torch.optim.Optimizer, rng: torch.Generator, meta: dict[str, Any]
+    out: Path,
+    model: Any,
+    opt: torch.optim.Optimizer,
+    rng: torch.Generator,
+    meta: dict[str, Any],
+    extra: Mapping[str, torch.Tensor] | None = None,
 ) -> None:
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     tensors.update(_optimiser_tensors(opt, "adam"))
+    tensors.update({k: v.detach().contiguous() for k, v in (extra or {}).items()})
     tensors["rng.torch"] = rng.get_state()
     tmp = out / (CHECKPOINT + ".tmp")
     save_file(tensors, tmp, metadata={k: json.dumps(v) for k, v in meta.items()})
