@@ -305,6 +305,38 @@ def test_weight_average_is_exported_resumes_and_is_recorded(
     assert all("val_last" in h for h in straight["history"] if "val" in h and h["step"] > 2)
 
 
+def test_a_new_run_continues_from_exported_weights(
+    samplers, autoencoder: Path, tmp_path: Path
+) -> None:
+    """``init_from``: no old run folder needed; the lineage's steps and CPU time add up."""
+    from xnowcast.training.cascast import WEIGHTS, train_cascast
+    from xnowcast.weights import load_state_dict
+
+    sampler, batch = samplers
+    kwargs = dict(config="tiny", val_every=2, final_samples=False, progress=False)
+    first = train_cascast(sampler, batch, tmp_path / "a", autoencoder, steps=2, **kwargs)
+    parent, parent_meta = load_state_dict(tmp_path / "a" / WEIGHTS)
+    second = train_cascast(
+        sampler, batch, tmp_path / "b", None, steps=0, init_from=tmp_path / "a" / WEIGHTS, **kwargs
+    )
+    child, meta = load_state_dict(tmp_path / "b" / WEIGHTS)
+    assert all(torch.equal(parent[k], child[k]) for k in parent)  # no step: the same weights
+    assert second["history"][0]["val"] == first["history"][-1]["val"]
+    train_cascast(sampler, batch, tmp_path / "c", None, steps=2, init_from=tmp_path / "a" / WEIGHTS,
+                  **kwargs)  # fmt: skip
+    grown, meta = load_state_dict(tmp_path / "c" / WEIGHTS)
+    assert any(not torch.equal(parent[k], grown[k]) for k in parent if k.startswith("denoiser."))
+    training, before = meta["training"], parent_meta["training"]
+    assert training["initialised_from"]["steps"] == 2 and training["steps"] == 2
+    assert training["autoencoder"] == before["autoencoder"]
+    assert training["scales"] == before["scales"]
+    assert training["cpu_time_lineage_s"] == pytest.approx(
+        before["cpu_time_lineage_s"] + training["cpu_time_s"], abs=0.2
+    )
+    with pytest.raises(ValueError, match="autoencoder file, or init_from"):
+        train_cascast(sampler, batch, tmp_path / "d", None, steps=1, **kwargs)
+
+
 def test_the_backbone_is_any_deterministic_nowcaster_with_its_weights() -> None:
     """``backbone="convlstm"``: the shipped ConvLSTM is the deterministic stage."""
     model = build_cascast({**build_cascast("tiny").config, "backbone": "convlstm"})

@@ -31,6 +31,12 @@ The recipe:
 * **recipe changes** on resume (learning rate, batch size, crop, average) are
   recorded with the step they took effect in ``recipe_changes``;
 * **budget**: ``steps`` or ``cpu_budget`` seconds of process CPU time;
+* **warm start** (``init_from``, a run's exported ``cascast.safetensors``): a new
+  run folder starts from those weights (denoiser, autoencoder, scales; fresh Adam),
+  so that training continues on a machine without the old run folder; the file
+  and its lineage (steps, CPU time, curve) are recorded in ``initialised_from``,
+  and ``cpu_time_lineage_s`` adds up the CPU time of every stage (autoencoder
+  included);
 * **checkpoints** (safetensors) every ``checkpoint_every`` steps: the model,
   Adam, the random states and the history (bit-for-bit resume in the same folder).
 
@@ -71,7 +77,7 @@ from xnowcast.training.nowcasters import (
 )
 from xnowcast.weights import file_sha256, load_state_dict, save_weights
 
-__all__ = ["main", "sample_scores", "train_cascast", "validation_loss"]
+__all__ = ["lineage_cpu_seconds", "main", "sample_scores", "train_cascast", "validation_loss"]
 
 HOLDOUT = "rmi-20210704"
 WEIGHTS = "cascast.safetensors"
@@ -113,13 +119,25 @@ def sample_scores(model: CasCast, batch: CropBatch, seed: int = 0) -> dict[str, 
     return out
 
 
+def lineage_cpu_seconds(cpu: float, parent: dict[str, Any], autoencoder: dict[str, Any]) -> float:
+    """CPU seconds behind a run's weights: its own, its parents' and the autoencoder's."""
+    ae = float(autoencoder.get("cpu_time_s") or 0.0)
+    if not parent:
+        return round(cpu + ae, 1)
+    before = parent.get("cpu_time_lineage_s")
+    if before is None:  # an export written before lineages were recorded
+        before = float(parent.get("cpu_time_s", 0.0)) + ae
+    return round(cpu + float(before), 1)
+
+
 def train_cascast(
     sampler: SequenceCropSampler,
     val_batch: CropBatch | None,
     out_dir: str | Path,
-    autoencoder: str | Path,
+    autoencoder: str | Path | None,
     *,
     config: str | dict[str, Any] = "small",
+    init_from: str | Path | None = None,
     steps: int = 1000,
     cpu_budget: float | None = None,
     batch_size: int = 2,
@@ -133,7 +151,8 @@ def train_cascast(
 ) -> dict[str, Any]:
     """Train (or resume, when ``out_dir`` holds a checkpoint) the CasCast denoiser.
 
-    Returns ``steps``, ``cpu_time``, ``history`` and the final ``scores``; writes
+    ``autoencoder`` (a frame autoencoder file) may be None with ``init_from``, whose
+    file holds one.  Returns ``steps``, ``cpu_time``, ``history`` and the final ``scores``; writes
     ``out_dir/cascast.safetensors`` (the weight average when ``ema_decay`` > 0).
     """
     from tqdm.auto import tqdm
@@ -141,9 +160,23 @@ def train_cascast(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = build_cascast(config)
-    ae_state, ae_meta = load_state_dict(autoencoder)
-    model.autoencoder.load_state_dict(ae_state)
+    parent: dict[str, Any] = {}
+    if init_from is not None:
+        parent_state, parent_meta = load_state_dict(init_from)
+        model = build_cascast(parent_meta["config"])
+        model.load_state_dict(parent_state)
+        parent = {"file": Path(init_from).name, "sha256": file_sha256(init_from),
+                  **parent_meta.get("training", {})}  # fmt: skip
+        ae_record = dict(parent.get("autoencoder", {}))
+    elif autoencoder is None:
+        raise ValueError("train_cascast needs an autoencoder file, or init_from")
+    else:
+        model = build_cascast(config)
+        ae_state, ae_meta = load_state_dict(autoencoder)
+        model.autoencoder.load_state_dict(ae_state)
+        ae_training = ae_meta.get("training") or {}
+        ae_record = {"file": Path(autoencoder).name, "sha256": file_sha256(autoencoder),
+                     "steps": ae_training.get("steps"), "cpu_time_s": ae_training.get("cpu_time_s")}  # fmt: skip
     model.train()
     opt = torch.optim.Adam(model.denoiser.parameters(), lr=lr)
     rng = torch.Generator().manual_seed(seed + 1)
@@ -161,7 +194,7 @@ def train_cascast(
     if average is not None:
         if step == 0 or not average.load(_load_checkpoint(out / CHECKPOINT)[0]):
             average_since = step  # the average starts here
-    scales = state.get("scales")
+    scales = state.get("scales") or parent.get("scales")
     if scales is None:  # a fresh run: scales from one batch of training crops
         scale_batch = sampler.sample(8)
         scales = model.set_scales(scale_batch.inputs, scale_batch.targets, scale_batch.valid)
@@ -235,14 +268,14 @@ def train_cascast(
         "augment": "dihedral (8 symmetries of the square)",
         "parameters_trained": sum(p.numel() for p in model.denoiser.parameters()),
         "scales": scales,
-        "autoencoder": {
-            "file": Path(autoencoder).name,
-            "sha256": file_sha256(autoencoder),
-            "steps": (ae_meta.get("training") or {}).get("steps"),
-        },
+        "autoencoder": ae_record,
+        "cpu_time_lineage_s": lineage_cpu_seconds(cpu, parent, ae_record),
         "curve": curve,
         "commit": _commit(),
     }
+    if parent:
+        keep = ("file", "sha256", "steps", "cpu_time_s", "cpu_time_lineage_s", "curve", "weights")
+        training["initialised_from"] = {k: parent[k] for k in keep if k in parent}
     save_weights(
         model.state_dict(),
         out / WEIGHTS,
@@ -259,7 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--data-root", required=True, help="folder holding radar/ (the shared data)")
     p.add_argument("--out", required=True, help="run folder (resumes from its checkpoint)")
-    p.add_argument("--autoencoder", required=True, help="frame autoencoder .safetensors")
+    p.add_argument("--autoencoder", default=None, help="frame autoencoder .safetensors")
+    p.add_argument("--init-from", default=None,
+                   help="start a new run from an exported cascast.safetensors (its AE too)")  # fmt: skip
     p.add_argument("--config", default="small")
     p.add_argument("--backbone", default=None, help="deterministic stage (default extrapolation)")
     p.add_argument("--cpu-budget", type=float, default=840.0)
@@ -271,9 +306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="export a moving average of the weights (e.g. 0.999); 0: the last")  # fmt: skip
     a = p.parse_args(argv)
+    if a.autoencoder is None and a.init_from is None:
+        p.error("give --autoencoder (a new run) or --init-from (continue from exported weights)")
     config: str | dict[str, Any] = a.config
     if a.backbone:
         config = {**build_cascast(a.config).config, "backbone": a.backbone}
+    if a.init_from:
+        from xnowcast.weights import read_metadata
+
+        config = read_metadata(a.init_from)["config"]
     probe = build_cascast(config)
     root = Path(a.data_root)
     train = {n: open_radar(root / EVENTS[n]) for n in EVENTS if n != HOLDOUT}
@@ -285,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = train_cascast(
         sampler, val_batch, a.out, a.autoencoder, config=config, steps=a.steps,
         cpu_budget=a.cpu_budget, batch_size=a.batch_size, lr=a.lr, val_every=a.val_every,
-        ema_decay=a.ema_decay,
+        ema_decay=a.ema_decay, init_from=a.init_from,
     )  # fmt: skip
     print(json.dumps({"steps": result["steps"], "scores": result["scores"]}))
     return 0
