@@ -269,6 +269,20 @@ def training_record(weights: dict[str, str], model: str = "zsm") -> dict[str, An
     return {**meta.get("training", {}), "scores": meta.get("scores", {})}
 
 
+def _changed(changes: list[dict[str, Any]], final: dict[str, Any]) -> list[str]:
+    """``key before -> after`` of each recorded recipe change (``after``: the next record's)."""
+    out = []
+    for i, change in enumerate(changes):
+        parts = []
+        for key, before in change["before"].items():
+            later = (c["before"][key] for c in changes[i + 1 :] if key in c["before"])
+            after = next(later, final.get(key))
+            if after != before:
+                parts.append(f"{key} {before} -> {after}")
+        out.append(", ".join(parts) or "no change")
+    return out
+
+
 def curve_lines(training: dict[str, Any]) -> list[str]:
     """Recipe and validation curve of a ``longrun`` record, as Markdown lines."""
     run = training.get("run", training)
@@ -276,8 +290,11 @@ def curve_lines(training: dict[str, Any]) -> list[str]:
     warm = training.get("warm_start") or {}
     cpu_h = float(run.get("cpu_s", training.get("cpu_s", float("nan")))) / 3600
     best = (training.get("best") or {}).get("step")
+    # ``longrun --export-step last`` ships the last step, else the best validation step
+    shipped = training.get("steps") if training.get("exported_step") == "last" else best
+    which = "last" if training.get("exported_step") == "last" else "best"
     shipped_cpu = (
-        f"; to the shipped step {best}: {float(training['cpu_s']) / 3600:.2f} CPU-hours, "
+        f"; to the shipped step {shipped}: {float(training['cpu_s']) / 3600:.2f} CPU-hours, "
         f"{float(training['cpu_s_total']) / 3600:.2f} with the warm start's"
         if "cpu_s_total" in training
         else ""
@@ -306,15 +323,18 @@ def curve_lines(training: dict[str, Any]) -> list[str]:
     changes = run.get("recipe_changes") or training.get("recipe_changes") or []
     if changes:
         lines += [
-            "Resumed with a new cosine schedule length (``--steps``) at "
-            + ", ".join(f"step {c['step']} (was {c['before'].get('steps', '-')})" for c in changes)
-            + f"; last: {recipe.get('steps')}.",
+            "Resumed with a new recipe at "
+            + ", ".join(
+                f"step {c['step']} ({what})"
+                for c, what in zip(changes, _changed(changes, recipe), strict=True)
+            )
+            + ".",
             "",
         ]
     lines += [
         f"Validation on {training.get('val_pairs')} held-out {training.get('holdout')} pairs "
-        "(MSE (mm/h)^2 and its ratio to ``flow`` on the same pairs; best step "
-        f"{(training.get('best') or {}).get('step')} shipped):",
+        "(MSE (mm/h)^2 and its ratio to ``flow`` on the same pairs; the best step was "
+        f"{best}; the {which} step, {shipped}, is shipped):",
         "",
         "| step | val MSE | / flow |",
         "|---|---|---|",

@@ -32,7 +32,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "xnowcast" / "weights"
 #: Shipped weights and their sha256 (also given to the registry).  The ``zsm-compact`` and
 #: ``fczsm-compact`` weights of the trilinear-residual ZSM are retired (see docs/models.rst).
 SHIPPED = {
-    "zsm-flowprior.safetensors": "55bd012206835ba5944a2140c1b4291cc331a9ec3d2d8fde58081fcc99c5978d",
+    "zsm-flowprior.safetensors": "65669581546b35f4b276b77ca9bda79642bb57bbe0cdcda3cfc0a805e93d21a3",
     "fczsm-flowprior.safetensors": "166d15fdb7b5f1025d1f8dace0d3fc64938db3abd12b1cbc829b4201652c977c",
     "unet-compact.safetensors": "3e2cb92e19a52d027e26879048cf581fdd990c9d63d01d61c6f10f13439213c9",
     "unet3d-compact.safetensors": "f7658b57db595711a39f0c1ecd0fb470bfaa644bca4ad373d4b592811efd645f",

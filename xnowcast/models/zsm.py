@@ -191,7 +191,7 @@ ZSM_SPEC = register(
         weights={
             "flowprior": WeightsFile(
                 "zsm-flowprior.safetensors",
-                "55bd012206835ba5944a2140c1b4291cc331a9ec3d2d8fde58081fcc99c5978d",
+                "65669581546b35f4b276b77ca9bda79642bb57bbe0cdcda3cfc0a805e93d21a3",
             )
         },
         default_weights="flowprior",
