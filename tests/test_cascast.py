@@ -2,7 +2,7 @@
 
 The DDIM sampler is checked on denoisers that know the answer (a point mass and a
 Gaussian, whose posterior means are exact); guidance 1 is the conditional model;
-the model needs weights, gives the same members for the same seed (however they are
+the model needs weights (the shipped ones say how they were trained), gives the same members for the same seed (however they are
 batched) and different members otherwise, keeps missing data missing, and its
 tiles cut one noise field; training lowers the loss on real radar crops and
 resumes bit for bit.
@@ -146,13 +146,39 @@ def predict(da: xr.DataArray, weights: Path, **kwargs) -> xr.DataArray:
 
 
 def test_cascast_needs_weights_and_says_how_to_train_them(radar: xr.DataArray) -> None:
-    for weights in ("default", None):
-        with pytest.raises(WeightsError, match=r"python -m xnowcast\.training\.cascast"):
-            radar.nowcast.predict(model="cascast", weights=weights)
+    with pytest.raises(WeightsError, match=r"python -m xnowcast\.training\.cascast"):
+        radar.nowcast.predict(model="cascast", weights=None)
     with pytest.raises(ModelError, match="deterministic nowcaster"):
         build_cascast({"backbone": "dgmr"})
     with pytest.raises(ModelError, match="at most 3 lead times"):
         build_cascast("tiny")(torch.zeros(1, 4, 1, 16, 16), 4)
+
+
+def test_shipped_weights_say_how_they_were_trained_and_forecast_the_sample(
+    radar: xr.DataArray,
+) -> None:
+    """The default weights: RMI held out, the lineage's CPU time, members that differ and
+    stay near the rain; missing input stays missing."""
+    from xnowcast.registry import get_spec, weights_metadata
+
+    meta = weights_metadata(get_spec("cascast", "nowcast"))
+    training = meta["training"]
+    assert training["held_out"] == "rmi-20210704" and "rmi-20210704" not in training["events"]
+    assert training["cpu_time_lineage_s"] > training["cpu_time_s"] > 0
+    assert (
+        training["steps"] > 0 and training["curve"] and len(training["autoencoder"]["sha256"]) == 64
+    )
+    fc = radar.nowcast.predict(model="cascast", steps=6, members=2, seed=0, progress=False)
+    assert fc.sizes["member"] == 2 and fc.attrs["units"] == radar.attrs["units"]
+    values = fc.transpose("member", "lead_time", "y", "x").values
+    assert np.isfinite(values).all() and values.min() >= 0 and values.max() < 200
+    assert np.abs(values[0] - values[1]).mean() > 0.01  # members differ
+    wet = radar.isel(time=-1).values > 1.0
+    assert values[:, 0][:, wet].mean() > 3 * values[:, 0][:, ~wet].mean()
+    holes = radar.copy()
+    holes[-1, :8, :8] = np.nan
+    out = holes.nowcast.predict(model="cascast", steps=2, members=1, seed=0, progress=False)
+    assert np.isnan(out.values[..., :8, :8]).all() and np.isfinite(out.values[..., 8:, 8:]).all()
 
 
 def test_members_follow_the_seed_not_the_batching(radar: xr.DataArray, tiny_weights) -> None:
