@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import xnowcast
-from xnowcast.plot import plot_psd, plot_scores
+from xnowcast.plot import plot_exceedance, plot_psd, plot_scores
 
 obs = xnowcast.open_dataset("sample")["precipitation"].isel(y=slice(64, 192), x=slice(0, 128))
 init = obs.time.values[8]
@@ -51,12 +51,7 @@ fig.colorbar(image, ax=axes, label="rain rate (mm/h)", shrink=0.8)
 # %%
 # The probability of rain ``>= 1 mm/h`` is the fraction of members that reach
 # it; the observed 1 mm/h contour is drawn on top.
-probability = (ensemble >= 1.0).where(ensemble.notnull()).mean("member")
-fig, ax = plt.subplots(figsize=(5.5, 4.5), layout="constrained")
-probability.isel(lead_time=-1).plot(ax=ax, vmin=0, vmax=1, cmap="Blues",
-                                    cbar_kwargs={"label": "P(rain >= 1 mm/h)"})  # fmt: skip
-obs.sel(time=valid).plot.contour(ax=ax, levels=[1.0], colors="k", linewidths=0.8)
-ax.set_title("exceedance probability at +60 min, observed 1 mm/h contour")
+plot_exceedance(ensemble, "1 mm/h", 60, observations=obs)
 
 # %%
 # Power spectra at +30 min: a forecast that keeps the radar's small scales

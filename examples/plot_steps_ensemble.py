@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import xnowcast
+from xnowcast.plot import plot_exceedance
 
 obs = xnowcast.open_dataset("sample")["precipitation"]
 init = obs.time.values[8]
@@ -42,12 +43,7 @@ fig.colorbar(image, ax=axes, label="rain rate (mm/h)", shrink=0.8)
 # %%
 # The probability that the rain rate reaches 1 mm/h is the fraction of members
 # that reach it; the observed 1 mm/h contour is drawn on top.
-probability = (ensemble >= 1.0).where(ensemble.notnull()).mean("member")
-fig, ax = plt.subplots(figsize=(5.5, 4.5), layout="constrained")
-probability.isel(lead_time=-1).plot(ax=ax, vmin=0, vmax=1, cmap="Blues",
-                                    cbar_kwargs={"label": "P(rain >= 1 mm/h)"})  # fmt: skip
-obs.sel(time=valid).plot.contour(ax=ax, levels=[1.0], colors="k", linewidths=0.8)
-ax.set_title("exceedance probability at +60 min, observed 1 mm/h contour")
+plot_exceedance(ensemble, "1 mm/h", 60, observations=obs)
 
 # %%
 # CRPS against lead time: for the deterministic extrapolation it is the mean

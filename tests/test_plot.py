@@ -111,3 +111,30 @@ def test_plot_psd_refuses_to_draw_nothing(storm):
         plot_psd({"gappy": gappy})
     ax = plot_psd({"gappy": gappy}, fill_value=0.0)
     assert np.isfinite(ax.lines[0].get_data()[1]).all()
+
+
+def test_exceedance_map_is_the_fraction_of_members_with_the_observed_contour(forecast, storm):
+    """Members scaled by 0, 0.5, 1 and 2: the map shows the fraction of members at or above
+    the threshold, missing where any member is missing; dBZ thresholds are converted."""
+    from xnowcast.errors import CoordinateError
+    from xnowcast.plot import plot_exceedance
+
+    members = xr.concat([forecast * f for f in (0.0, 0.5, 1.0, 2.0)], dim="member")
+    members.attrs = forecast.attrs
+    members[1, :, :, :4, :4] = np.nan  # one member misses a corner
+    ax = plot_exceedance(members, "1 mm/h", 10, observations=storm)
+    shown = ax.collections[0].get_array()
+    lead = members.isel(init_time=0).sel(lead_time=np.timedelta64(10, "m"))
+    expected = (lead >= 1.0).mean("member").transpose("y", "x").values
+    gap = np.isnan(lead.isel(member=1).transpose("y", "x").values)
+    assert gap.sum() == 16
+    np.testing.assert_allclose(np.ma.filled(shown, np.nan).reshape(expected.shape)[~gap],
+                               expected[~gap])  # fmt: skip
+    assert np.ma.getmaskarray(shown).reshape(expected.shape)[gap].all()
+    assert {0.0, 0.5, 0.75}.issubset(set(np.unique(expected[~gap])))
+    assert len(ax.collections) > 1 and "+10 min, observed contour" in ax.get_title()
+    in_dbz = convert_dataarray(members, "dBZ")
+    again = plot_exceedance(in_dbz, "1 mm/h", 10).collections[0].get_array()
+    np.testing.assert_allclose(np.ma.filled(again, -1), np.ma.filled(shown, -1), atol=1e-12)
+    with pytest.raises(CoordinateError, match="members > 1"):
+        plot_exceedance(forecast, "1 mm/h")

@@ -1,5 +1,5 @@
-"""Plots for verification: score curves, forecast-vs-observation maps, power spectra,
-semivariograms.
+"""Plots for verification: score curves, forecast-vs-observation maps, exceedance
+probabilities, power spectra, semivariograms.
 
 Matplotlib is imported inside the functions (``import xnowcast.plot`` stays
 cheap and works with any backend, Agg included).  Every function returns the
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = [
+    "plot_exceedance",
     "plot_forecast_panel",
     "plot_psd",
     "plot_scores",
@@ -245,6 +246,90 @@ def plot_forecast_panel(
         stamp = np.datetime_as_string(fc[cv.INIT_TIME].values, unit="m")
         fig.suptitle(f"forecast from {stamp}")
     return fig
+
+
+def plot_exceedance(
+    forecast: xr.DataArray | xr.Dataset,
+    threshold: float | str = "1 mm/h",
+    lead_time: Any = None,
+    *,
+    observations: xr.DataArray | xr.Dataset | None = None,
+    init_time: Any = None,
+    var: str | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Map of the probability that an ensemble reaches ``threshold`` at one lead time.
+
+    The probability is the fraction of members at or above the threshold, missing
+    where any member is missing; the observed threshold contour is drawn on top.
+
+    Parameters
+    ----------
+    forecast
+        An ensemble nowcast (``member`` and ``lead_time`` dims).
+    threshold
+        A number in the forecast's units or a string with units (``"1 mm/h"``,
+        ``"35 dBZ"``).
+    lead_time
+        Minutes, ``numpy.timedelta64`` or a string (``"60 min"``); default the last.
+    observations
+        Observed fields with a time axis, for the contour; none when ``None``.
+    init_time
+        Which forecast to draw when ``init_time`` is a dim (default the first).
+    var
+        Variable name for Dataset input.
+    ax
+        Axes to draw on; a new figure when ``None``.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Raises
+    ------
+    CoordinateError
+        When the forecast has no ``member`` or ``lead_time`` dim.
+    """
+    import matplotlib.pyplot as plt
+
+    from xnowcast.units import to_data_units
+    from xnowcast.verification import align_observations
+
+    fc = cv.find_precipitation(forecast, var)
+    if cv.INIT_TIME in fc.dims:
+        fc = fc.isel({cv.INIT_TIME: 0}) if init_time is None else fc.sel({cv.INIT_TIME: init_time})
+    for dim in (cv.MEMBER, cv.LEAD_TIME):
+        if dim not in fc.dims:
+            raise CoordinateError(
+                f"The forecast has no {dim!r} dim: plot_exceedance maps an ensemble nowcast "
+                "(predict with members > 1)."
+            )
+    lead = fc[cv.LEAD_TIME].values[-1] if lead_time is None else _lead_times(fc, [lead_time])[0]
+    observed = None
+    if observations is not None:
+        observed = align_observations(fc, observations, var).sel({cv.LEAD_TIME: lead})
+    fc = fc.sel({cv.LEAD_TIME: lead})
+    cut = to_data_units(threshold, str(fc.attrs.get("units", "")))
+    probability = (fc >= cut).where(fc.notnull().all(cv.MEMBER)).mean(cv.MEMBER)
+    axes_names = cv.find_axes(fc, require_time=False)
+    y, x, scale, label = _map_coords(fc, axes_names)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.5), constrained_layout=True)
+    field = np.asarray(probability.transpose(axes_names.y, axes_names.x))
+    mesh = ax.pcolormesh(x / scale, y / scale, np.ma.masked_invalid(field), vmin=0, vmax=1,
+                         cmap="Blues", shading="nearest", rasterized=True)  # fmt: skip
+    text = threshold if isinstance(threshold, str) else f"{threshold:g} {fc.attrs.get('units', '')}"
+    ax.figure.colorbar(mesh, ax=ax, label=f"P(>= {text})")
+    if observed is not None:
+        seen = np.asarray(observed.transpose(axes_names.y, axes_names.x))
+        ax.contour(x / scale, y / scale, seen, levels=[cut], colors="k", linewidths=0.8)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"{axes_names.x} [{label}]")
+    ax.set_ylabel(f"{axes_names.y} [{label}]")
+    minutes = lead / np.timedelta64(1, "m")
+    contour = ", observed contour" if observed is not None else ""
+    ax.set_title(f"P(>= {text}) at +{minutes:g} min{contour}")
+    return ax
 
 
 def plot_psd(
