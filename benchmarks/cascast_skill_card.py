@@ -62,11 +62,18 @@ CARD_ROWS = [*ROWS, ("power 4-16 km ratio", "power_ratio_4_16km")]
 
 
 def forecast(da, model: str, weights: str, init, members: int, seed: int) -> np.ndarray:
-    """``(M, 18, H, W)`` forecast of ``model`` from ``init`` through the public API."""
+    """``(M, 18, H, W)`` forecast of ``model`` from ``init`` through the public API.
+
+    ``M`` is ``members`` for a stochastic model (seeded), else 1; ``weights`` goes
+    to the models that have weights.
+    """
+    from xnowcast.registry import get_spec
+
+    spec = get_spec(model, "nowcast")
     extra: dict = {}
-    if model not in ("persistence", "extrapolation"):
+    if spec.weights or spec.weights_required:
         extra["weights"] = weights
-    if model in ENSEMBLES:
+    if spec.stochastic:
         extra.update(members=members, seed=seed)
     fc = da.nowcast.predict(model=model, steps=18, init_time=init, progress=False, **extra)
     if "member" not in fc.dims:

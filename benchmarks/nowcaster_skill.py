@@ -38,6 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.environ.get("XNOWCAST_SRC", str(REPO)))
 sys.path.insert(0, str(REPO / "benchmarks"))
+from cascast_skill_card import forecast as card_forecast  # noqa: E402
 from dgmr_skill import EVENTS, LEADS, Scores, score_init, summary  # noqa: E402
 
 BASELINES = ("persistence", "extrapolation")
@@ -53,15 +54,7 @@ def forecast(da, model: str, weights: str, init) -> np.ndarray:
 
     ``M`` is ``--members`` for stochastic models, else 1.
     """
-    from xnowcast.registry import get_spec
-
-    extra = {} if model in BASELINES else {"weights": weights}
-    if get_spec(model, "nowcast").stochastic:
-        extra.update(members=MEMBERS["n"], seed=0)
-    fc = da.nowcast.predict(model=model, steps=18, init_time=init, progress=False, **extra)
-    if "member" not in fc.dims:
-        fc = fc.expand_dims("member")
-    return fc.transpose("member", "lead_time", "y", "x").values.astype(np.float32)
+    return card_forecast(da, model, weights, init, MEMBERS["n"], 0)
 
 
 def run_event(
