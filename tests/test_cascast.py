@@ -363,6 +363,36 @@ def test_a_new_run_continues_from_exported_weights(
         train_cascast(sampler, batch, tmp_path / "d", None, steps=1, **kwargs)
 
 
+def test_a_new_denoiser_starts_from_the_autoencoder_of_a_cascast_file(
+    samplers, autoencoder: Path, tmp_path: Path
+) -> None:
+    """``autoencoder`` may be an exported cascast file (a denoiser of another size starts
+    from the shipped autoencoder): its autoencoder tensors and record are taken, not its
+    denoiser; ``time_budget`` stops on wall time, and the device is recorded."""
+    from xnowcast.training.cascast import WEIGHTS, train_cascast
+    from xnowcast.weights import load_state_dict
+
+    sampler, batch = samplers
+    kwargs = dict(config="tiny", val_every=2, final_samples=False, progress=False)
+    train_cascast(sampler, batch, tmp_path / "a", autoencoder, steps=2, lr=3e-3, **kwargs)
+    source = tmp_path / "a" / WEIGHTS
+    new = train_cascast(sampler, batch, tmp_path / "b", source, steps=50, time_budget=0.0,
+                        **kwargs)  # fmt: skip
+    assert new["steps"] == 0
+    parent, parent_meta = load_state_dict(source)
+    child, meta = load_state_dict(tmp_path / "b" / WEIGHTS)
+    for key in parent:
+        same = torch.equal(parent[key], child[key])
+        assert same if key.startswith("autoencoder.") else True
+    trained = [k for k in parent if k.startswith("denoiser.") and parent[k].is_floating_point()]
+    assert any(not torch.equal(parent[k], child[k]) for k in trained)  # a fresh denoiser
+    training = meta["training"]
+    ae, before = training["autoencoder"], parent_meta["training"]["autoencoder"]
+    assert ae["sha256"] == before["sha256"] and ae["taken_from"]["file"] == WEIGHTS
+    assert training["device"] == "cpu" and training["wall_time_s"] >= 0
+    assert "initialised_from" not in training
+
+
 def test_the_backbone_is_any_deterministic_nowcaster_with_its_weights() -> None:
     """``backbone="convlstm"``: the shipped ConvLSTM is the deterministic stage."""
     model = build_cascast({**build_cascast("tiny").config, "backbone": "convlstm"})

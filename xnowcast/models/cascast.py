@@ -85,6 +85,7 @@ _BASE: dict[str, Any] = {
 CONFIGS: dict[str, dict[str, Any]] = {
     "small": {**_BASE, "autoencoder": "small", "denoiser": "small"},
     "tiny": {**_BASE, "lead_frames": 3, "autoencoder": "tiny", "denoiser": "tiny"},
+    "medium": {**_BASE, "autoencoder": "small", "denoiser": "medium"},
     "paper": {**_BASE, "autoencoder": "f8", "denoiser": "paper"},
 }
 

@@ -76,5 +76,5 @@ class WeightAverage:
             return False
         if set(found) != set(self.state):
             raise ValueError("the checkpoint's weight average does not match the module")
-        self.state = {k: v.clone() for k, v in found.items()}
+        self.state = {k: v.to(self.state[k].device, copy=True) for k, v in found.items()}
         return True

@@ -30,7 +30,15 @@ The recipe:
   against the backbone's forecast and its autoencoder round trip;
 * **recipe changes** on resume (learning rate, batch size, crop, average) are
   recorded with the step they took effect in ``recipe_changes``;
-* **budget**: ``steps`` or ``cpu_budget`` seconds of process CPU time;
+* **budget**: ``steps``, ``cpu_budget`` seconds of process CPU time, or
+  ``time_budget`` seconds of wall time (for an accelerator, where CPU time says
+  little);
+* **device** (``device="cuda"``): model, batches and Adam on the accelerator, the
+  crops cut and turned on the CPU as before (TF32 matmuls allowed); the device's
+  name and the wall time are recorded with the CPU time;
+* **autoencoder**: a frame autoencoder file, or any exported ``cascast`` file
+  (its ``autoencoder.`` tensors and their record), so that a run with another
+  denoiser size starts from the shipped autoencoder;
 * **warm start** (``init_from``, a run's exported ``cascast.safetensors``): a new
   run folder starts from those weights (denoiser, autoencoder, scales; fresh Adam),
   so that training continues on a machine without the old run folder; the file
@@ -77,7 +85,14 @@ from xnowcast.training.nowcasters import (
 )
 from xnowcast.weights import file_sha256, load_state_dict, save_weights
 
-__all__ = ["lineage_cpu_seconds", "main", "sample_scores", "train_cascast", "validation_loss"]
+__all__ = [
+    "lineage_cpu_seconds",
+    "load_autoencoder",
+    "main",
+    "sample_scores",
+    "train_cascast",
+    "validation_loss",
+]
 
 HOLDOUT = "rmi-20210704"
 WEIGHTS = "cascast.safetensors"
@@ -119,6 +134,26 @@ def sample_scores(model: CasCast, batch: CropBatch, seed: int = 0) -> dict[str, 
     return out
 
 
+def load_autoencoder(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The frame autoencoder's tensors in ``path`` and the record of how it was trained.
+
+    ``path`` is a frame autoencoder file (:mod:`xnowcast.training.autoencoder`) or an
+    exported ``cascast`` file, whose ``autoencoder.`` tensors and ``training.autoencoder``
+    record are taken (the denoiser's are not).
+    """
+    state, meta = load_state_dict(path)
+    head = "autoencoder."
+    if any(k.startswith(head) for k in state):
+        inner = {k[len(head) :]: v for k, v in state.items() if k.startswith(head)}
+        record = dict((meta.get("training") or {}).get("autoencoder") or {})
+        record["taken_from"] = {"file": Path(path).name, "sha256": file_sha256(path)}
+        return inner, record
+    training = meta.get("training") or {}
+    record = {"file": Path(path).name, "sha256": file_sha256(path),
+              "steps": training.get("steps"), "cpu_time_s": training.get("cpu_time_s")}  # fmt: skip
+    return state, record
+
+
 def lineage_cpu_seconds(cpu: float, parent: dict[str, Any], autoencoder: dict[str, Any]) -> float:
     """CPU seconds behind a run's weights: its own, its parents' and the autoencoder's."""
     ae = float(autoencoder.get("cpu_time_s") or 0.0)
@@ -146,6 +181,8 @@ def train_cascast(
     val_every: int = 50,
     checkpoint_every: int = 25,
     ema_decay: float = 0.0,
+    time_budget: float | None = None,
+    device: str = "cpu",
     final_samples: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -172,11 +209,13 @@ def train_cascast(
         raise ValueError("train_cascast needs an autoencoder file, or init_from")
     else:
         model = build_cascast(config)
-        ae_state, ae_meta = load_state_dict(autoencoder)
+        ae_state, ae_record = load_autoencoder(autoencoder)
         model.autoencoder.load_state_dict(ae_state)
-        ae_training = ae_meta.get("training") or {}
-        ae_record = {"file": Path(autoencoder).name, "sha256": file_sha256(autoencoder),
-                     "steps": ae_training.get("steps"), "cpu_time_s": ae_training.get("cpu_time_s")}  # fmt: skip
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    model.to(dev)  # before Adam and the resume: its state follows the parameters' device
     model.train()
     opt = torch.optim.Adam(model.denoiser.parameters(), lr=lr)
     rng = torch.Generator().manual_seed(seed + 1)
@@ -189,6 +228,8 @@ def train_cascast(
         changes.append(
             {"step": step, "before": state.get("recipe", "not recorded"), "after": recipe}
         )
+    if val_batch is not None:
+        val_batch = val_batch.to(dev)
     average = WeightAverage(model.denoiser, ema_decay) if ema_decay > 0 else None
     average_since = state.get("average_since")
     if average is not None:
@@ -199,9 +240,11 @@ def train_cascast(
         scale_batch = sampler.sample(8)
         scales = model.set_scales(scale_batch.inputs, scale_batch.targets, scale_batch.valid)
     start = time.process_time() - cpu
+    wall_start, wall_before = time.perf_counter(), float(state.get("wall_time", 0.0))
 
     def checkpoint() -> None:
         meta = {"step": step, "cpu_time": cpu, "history": history, "best": {}, "scales": scales}
+        meta["wall_time"] = wall_before + time.perf_counter() - wall_start
         meta.update(recipe=recipe, recipe_changes=changes, average_since=average_since)
         meta["sampler_rng"] = dict(sampler.rng.bit_generator.state)
         extra = average.tensors() if average is not None else None
@@ -220,10 +263,16 @@ def train_cascast(
             )
 
     bar = tqdm(total=steps, initial=step, desc="cascast", disable=not progress)
-    while step < steps and (cpu_budget is None or cpu < cpu_budget):
+
+    def within_budget() -> bool:
+        if cpu_budget is not None and cpu >= cpu_budget:
+            return False
+        return time_budget is None or time.perf_counter() - wall_start < time_budget
+
+    while step < steps and within_budget():
         if step % val_every == 0:
             validation()
-        batch = dihedral(sampler.sample(batch_size), rng)
+        batch = dihedral(sampler.sample(batch_size), rng).to(dev)
         loss = model.training_loss(batch.inputs, batch.targets, batch.valid, generator=rng)
         value = optimiser_step(opt, loss, model.denoiser)
         if average is not None:
@@ -259,6 +308,8 @@ def train_cascast(
         "recipe_changes": changes,
         "steps": step,
         "cpu_time_s": round(cpu, 1),
+        "wall_time_s": round(wall_before + time.perf_counter() - wall_start, 1),
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "batch_size": batch_size,
         "lr": lr,
         "crop": sampler.crop,
@@ -277,7 +328,7 @@ def train_cascast(
         keep = ("file", "sha256", "steps", "cpu_time_s", "cpu_time_lineage_s", "curve", "weights")
         training["initialised_from"] = {k: parent[k] for k in keep if k in parent}
     save_weights(
-        model.state_dict(),
+        {k: v.cpu() for k, v in model.state_dict().items()},
         out / WEIGHTS,
         {"model": "cascast", "config": model.config, "training": training, "scores": scores},
     )
@@ -292,12 +343,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--data-root", required=True, help="folder holding radar/ (the shared data)")
     p.add_argument("--out", required=True, help="run folder (resumes from its checkpoint)")
-    p.add_argument("--autoencoder", default=None, help="frame autoencoder .safetensors")
+    p.add_argument("--autoencoder", default=None,
+                   help="frame autoencoder .safetensors, or a cascast file (its autoencoder)")  # fmt: skip
     p.add_argument("--init-from", default=None,
                    help="start a new run from an exported cascast.safetensors (its AE too)")  # fmt: skip
     p.add_argument("--config", default="small")
     p.add_argument("--backbone", default=None, help="deterministic stage (default extrapolation)")
-    p.add_argument("--cpu-budget", type=float, default=840.0)
+    p.add_argument("--cpu-budget", type=float, default=None,
+                   help="process CPU seconds of the run (default 840 without --time-budget)")  # fmt: skip
+    p.add_argument("--time-budget", type=float, default=None, help="wall seconds of this call")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -315,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from xnowcast.weights import read_metadata
 
         config = read_metadata(a.init_from)["config"]
+    cpu_budget = a.cpu_budget
+    if cpu_budget is None and a.time_budget is None:
+        cpu_budget = 840.0
     probe = build_cascast(config)
     root = Path(a.data_root)
     train = {n: open_radar(root / EVENTS[n]) for n in EVENTS if n != HOLDOUT}
@@ -325,8 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     result = train_cascast(
         sampler, val_batch, a.out, a.autoencoder, config=config, steps=a.steps,
-        cpu_budget=a.cpu_budget, batch_size=a.batch_size, lr=a.lr, val_every=a.val_every,
-        ema_decay=a.ema_decay, init_from=a.init_from,
+        cpu_budget=cpu_budget, batch_size=a.batch_size, lr=a.lr, val_every=a.val_every,
+        ema_decay=a.ema_decay, init_from=a.init_from, time_budget=a.time_budget, device=a.device,
     )  # fmt: skip
     print(json.dumps({"steps": result["steps"], "scores": result["scores"]}))
     return 0

@@ -181,9 +181,9 @@ def _save_checkpoint(
 ) -> None:
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update(_optimiser_tensors(opt, "adam"))
-    tensors.update({k: v.detach().contiguous() for k, v in (extra or {}).items()})
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     tensors["rng.torch"] = rng.get_state()
     tmp = out / (CHECKPOINT + ".tmp")
     save_file(tensors, tmp, metadata={k: json.dumps(v) for k, v in meta.items()})
