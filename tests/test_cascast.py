@@ -203,6 +203,56 @@ def test_missing_pixels_stay_missing(radar: xr.DataArray, tiny_weights) -> None:
     assert np.isfinite(fc.values[:, 16:, 16:]).all()
 
 
+def test_anchoring_takes_the_amplitude_from_the_reference_and_the_texture_from_the_member() -> None:
+    """A member twice as wet as the reference, with a texture of its own: anchored, its
+    smoothed amplitude is the reference's and its small-scale pattern is its own."""
+    from xnowcast.models.cascast import ANCHOR_BOUNDS, anchor_amplitude
+    from xnowcast.models.optical_flow import gaussian_blur
+
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    reference = (2 + torch.sin(xx / 9) + torch.cos(yy / 11))[None, None, None].repeat(1, 2, 1, 1, 1)
+    texture = 1 + 0.5 * torch.sign(torch.randn(1, 2, 1, 64, 64, generator=g))
+    member = 2 * reference * texture
+    out = anchor_amplitude(member, reference, 8.0)
+
+    def smooth(f):
+        return gaussian_blur(f.reshape(-1, 1, 64, 64), 8.0).reshape(f.shape)
+
+    inner = (..., slice(16, 48), slice(16, 48))
+    np.testing.assert_allclose(smooth(out)[inner], smooth(reference)[inner], rtol=0.05)
+    np.testing.assert_allclose((out / member)[inner].std() / (out / member)[inner].mean(), 0,
+                               atol=0.05)  # fmt: skip
+    flipped = anchor_amplitude(member.flip(-1).transpose(-1, -2),
+                               reference.flip(-1).transpose(-1, -2), 8.0)  # fmt: skip
+    torch.testing.assert_close(flipped, out.flip(-1).transpose(-1, -2), rtol=1e-5, atol=1e-5)
+    assert torch.equal(anchor_amplitude(member, reference, 0.0), member)
+    dry = anchor_amplitude(member, torch.zeros_like(reference), 8.0)
+    torch.testing.assert_close(dry, member * ANCHOR_BOUNDS[0])  # bounded, not wiped out
+    with pytest.raises(ModelError, match="anchor_sigma must be >= 0"):
+        build_cascast({**build_cascast("tiny").config, "anchor_sigma": -1})
+
+
+def test_the_members_amplitude_follows_the_backbone(radar: xr.DataArray, tiny_weights) -> None:
+    """Through the API: with anchoring on (the default), a random denoiser's members carry
+    the extrapolation's smoothed rain; off (``anchor_sigma`` 0), they need not."""
+    from xnowcast.models.optical_flow import gaussian_blur
+
+    kwargs = dict(members=1, seed=3)
+    anchored = predict(radar, tiny_weights, **kwargs).values
+    off = {**build_cascast("tiny").config, "anchor_sigma": 0}
+    free = predict(radar, tiny_weights, config=off, **kwargs).values
+    det = radar.nowcast.predict(model="extrapolation", steps=3, progress=False).values
+
+    def smooth(f):
+        t = torch.from_numpy(np.nan_to_num(np.asarray(f, dtype=np.float32)))
+        return gaussian_blur(t.reshape(-1, 1, *t.shape[-2:]), 8.0).numpy()
+
+    inner = (..., slice(16, 48), slice(16, 48))
+    error = np.abs(smooth(anchored) - smooth(det))[inner].mean()
+    assert error < 0.5 * np.abs(smooth(free) - smooth(det))[inner].mean()
+
+
 def test_tiles_cut_one_noise_field_per_member() -> None:
     model = build_cascast("tiny")
     frames = torch.zeros(2, 4, 1, 64, 48)

@@ -22,7 +22,16 @@ frame autoencoder.  This module cascades, written from the paper (not its code):
    guidance (:mod:`xnowcast.models.diffusion`: cosine schedule, v-prediction);
    modelling the residual leaves the denoiser only what the deterministic stage
    misses (growth, decay, small scales, uncertainty);
-4. **decoding**: deterministic latent + residual, decoded frame by frame to mm/h.
+4. **decoding**: deterministic latent + residual, decoded frame by frame to mm/h;
+5. **amplitude from the deterministic stage** (``anchor_sigma`` > 0, pixels): each
+   member is multiplied by the ratio of the deterministic forecast to the member,
+   both smoothed by a Gaussian of ``anchor_sigma`` (:func:`anchor_amplitude`), so
+   that the deterministic stage sets how much rain falls at scales above
+   ``anchor_sigma`` and the diffusion where and with what texture it falls within
+   them, as the cascade divides the work.  Without it the shipped denoiser's rain
+   volume drifts from its backbone's in directions that do not generalise (drier
+   on the training events, wetter on held-out RMI); with it (8 px) the members
+   placed rain better on all four training events (RESULTS 15g).
 
 The model always generates ``lead_frames`` lead times (its training length) and
 returns the first ``steps``, so a short forecast is the start of the long one.
@@ -61,11 +70,21 @@ from xnowcast.models.casformer import CONFIGS as DENOISER_CONFIGS
 from xnowcast.models.casformer import CasFormer, build_casformer
 from xnowcast.models.diffusion import NoiseSchedule, ddim_sample, diffusion_loss
 from xnowcast.models.frame_autoencoder import FrameAutoencoder, build_frame_autoencoder
+from xnowcast.models.optical_flow import gaussian_blur
 from xnowcast.models.persistence import config_settings
 from xnowcast.registry import ModelSpec, WeightsFile, get_spec, register, resolve_weights
 from xnowcast.weights import load_state_dict
 
-__all__ = ["CONFIGS", "CasCast", "LatentNoise", "build_cascast", "cascast_input_frames"]
+__all__ = [
+    "ANCHOR_BOUNDS",
+    "ANCHOR_FLOOR",
+    "CONFIGS",
+    "CasCast",
+    "LatentNoise",
+    "anchor_amplitude",
+    "build_cascast",
+    "cascast_input_frames",
+]
 
 _BASE: dict[str, Any] = {
     "backbone": "extrapolation",
@@ -79,7 +98,14 @@ _BASE: dict[str, Any] = {
     "eta": 0.0,
     "guidance": 1.0,
     "drop_prob": 0.1,
+    "anchor_sigma": 8.0,
 }
+
+#: Rain rate (mm/h) added to both smoothed fields of :func:`anchor_amplitude`, and the
+#: bounds of its ratio: where neither has rain nothing changes, and no member is scaled
+#: by more than 4x either way (the backbone has no rain where rain flows in unseen).
+ANCHOR_FLOOR = 0.01
+ANCHOR_BOUNDS = (0.25, 4.0)
 
 #: Named configurations; a dict given to :func:`build_cascast` overrides "small".
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -160,7 +186,8 @@ class CasCast(NowcastModel):
         weights are loaded), ``input_frames`` (input latents in the condition),
         ``lead_frames``, ``max_rate``, ``autoencoder`` and ``denoiser`` (config names
         or dicts), ``schedule``, ``timesteps``, ``sampling_steps``, ``eta``,
-        ``guidance`` and ``drop_prob`` (training).
+        ``guidance``, ``drop_prob`` (training) and ``anchor_sigma`` (pixels; 0: the
+        decoded member as it is).
     """
 
     label = "cascast"
@@ -191,7 +218,7 @@ class CasCast(NowcastModel):
             "denoiser": dict(self.denoiser.config),
         }
         self.schedule = NoiseSchedule(int(full["timesteps"]), str(full["schedule"]))
-        for key in ("sampling_steps", "eta", "guidance", "drop_prob"):
+        for key in ("sampling_steps", "eta", "guidance", "drop_prob", "anchor_sigma"):
             if float(full[key]) < 0:
                 raise ModelError(f"cascast: {key} must be >= 0, got {full[key]}")
         # set from the training data before training (stored with the weights)
@@ -231,13 +258,14 @@ class CasCast(NowcastModel):
         ]
         return torch.cat(parts).unflatten(0, latent.shape[:2])
 
-    def condition(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def condition(self, x: Tensor, det_rain: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(condition, deterministic latents)`` of clipped input frames ``x``.
 
         The condition ``(B, L, C * (1 + input_frames), h, w)`` holds per lead time the
-        deterministic latent, then the input frames' latents.
+        deterministic latent, then the input frames' latents.  ``det_rain``: the
+        deterministic forecast when already computed.
         """
-        det = self.encode(self.deterministic(x))
+        det = self.encode(self.deterministic(x) if det_rain is None else det_rain)
         inputs = self.encode(x[:, -self.condition_frames :]).flatten(1, 2)
         inputs = inputs[:, None].expand(-1, det.shape[1], -1, -1, -1)
         return torch.cat([det, inputs], dim=2), det
@@ -303,7 +331,8 @@ class CasCast(NowcastModel):
             )
         dtype = frames.dtype
         x = self._clip(frames)
-        condition, det = self.condition(x)
+        det_rain = self.deterministic(x)
+        condition, det = self.condition(x, det_rain)
         if noise is None:
             noise = self.sample_noise(x, generator)
         if tuple(noise.initial.shape) != tuple(det.shape):
@@ -322,7 +351,8 @@ class CasCast(NowcastModel):
             step_noise=noise.step,
         )
         latent = det + residual * self.residual_scale / self.latent_scale
-        rain = self.decode(latent[:, :steps])
+        rain = self.decode(latent[:, :steps]).clamp(0.0, self.max_rate)
+        rain = anchor_amplitude(rain, det_rain[:, :steps], float(cfg["anchor_sigma"]))
         return rain.clamp(0.0, self.max_rate).to(dtype)
 
     @torch.no_grad()
@@ -380,6 +410,34 @@ class CasCast(NowcastModel):
         self.autoencoder.eval()
         self.backbone.eval()
         return self
+
+
+def anchor_amplitude(member: Tensor, reference: Tensor, sigma: float) -> Tensor:
+    """``member`` times the ratio of ``reference`` to it, both smoothed at ``sigma`` pixels.
+
+    Parameters
+    ----------
+    member, reference
+        Rain rates ``(B, T, 1, H, W)`` in mm/h: a generated member and the
+        deterministic forecast it refines.
+    sigma
+        Standard deviation of the Gaussian (pixels, replicated edges); ``<= 0``
+        returns ``member`` unchanged.
+
+    Returns
+    -------
+    Tensor
+        The member with the reference's smoothed amplitude: the ratio
+        ``(G*reference + f) / (G*member + f)`` (``f`` = :data:`ANCHOR_FLOOR`) bounded
+        to :data:`ANCHOR_BOUNDS`.  Isotropic, so it commutes with flips and rotations.
+    """
+    if sigma <= 0:
+        return member
+    shape = member.shape
+    smooth_member = gaussian_blur(member.reshape(-1, 1, *shape[-2:]), sigma).reshape(shape)
+    smooth_reference = gaussian_blur(reference.reshape(-1, 1, *shape[-2:]), sigma).reshape(shape)
+    ratio = (smooth_reference + ANCHOR_FLOOR) / (smooth_member + ANCHOR_FLOOR)
+    return member * ratio.clamp(*ANCHOR_BOUNDS)
 
 
 def _build_backbone(name: str, config: Any) -> nn.Module:
