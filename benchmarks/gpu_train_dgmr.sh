@@ -16,15 +16,17 @@
 #       --platform manylinux2014_x86_64 -d .whl "$p==$v" || python3 -m pip download \
 #       --no-deps -d .whl "$p==$v"
 #   done
-#   # real radar, as one zarr store per event (RMI 2021-07-04 too: it becomes the held-out set)
-#   PYTHONPATH=$PWD .venv/bin/python - <<'EOF'
-#   from xnowcast.training.pairs import load_rain_rate
-#   for name, glob in {"mch-20150515": "radar/mch/20150515/*", "mch-20160711": "radar/mch/20160711/*",
-#                      "rmi-20210704": "radar/rmi/radqpe/20210704/*"}.items():
-#       da = load_rain_rate(f"../shared/data/{glob}")
-#       da.to_dataset(name="precipitation").chunk({"time": 1}).to_zarr(
-#           f".gpudata/{name}.zarr", mode="w", consolidated=False)
-#   EOF
+#   # real radar: the five 5-minute events as they are (about 26 MB; RMI 2021-07-04 becomes
+#   # the held-out set), the same folder as gpu_train_cascast.sh
+#   for e in mch/20150515 mch/20160711 fmi/pgm/20160928 KNMI/2010/08 rmi/radqpe/20210704; do
+#     mkdir -p .gpudata/radar/$e && cp -r ../shared/data/radar/$e/. .gpudata/radar/$e/
+#   done
+#
+# tries the whole script here first, on the CPU with the tiny config (a minute):
+#
+#   SKIP_WHEELS=1 PYTHON=.venv/bin/python PYTHONPATH=$PWD ACCELERATOR=cpu PRECISION=32 \
+#     CONFIG=tiny BATCH=1 CROP=128 MAX_TIME=00:00:30 OUT=/tmp/gpu-try RUN_DIR=/tmp/gpu-try-run \
+#     bash benchmarks/gpu_train_dgmr.sh
 #
 # and calls the device tool's run with carry [".whl", ".gpudata"], timeout_s 480 and
 #
@@ -32,23 +34,33 @@
 #
 # (about 1 minute of set-up, 5 minutes of training, 1 of scoring: fits 8 minutes of device time).
 set -euo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+if [ -z "${SKIP_WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site:$PWD"
+fi
+export PYTHONUNBUFFERED=1
 out="${OUT:-gpu-run}"
+run="${RUN_DIR:-/tmp/dgmr-run}"
+py="${PYTHON:-python3}"
+config="${CONFIG:-small}"
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$out/gpu.txt"
-data=".gpudata/mch-20150515.zarr,.gpudata/mch-20160711.zarr,.gpudata/rmi-20210704.zarr"
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$out/gpu.txt"
+fi
+r=.gpudata/radar
+data="$r/mch/20150515,$r/mch/20160711,$r/fmi/pgm/20160928,$r/KNMI/2010/08,$r/rmi/radqpe/20210704"
 # the paper's crop, batch and lead times on the `small` config, bf16 autocast, 5 minutes
-python3 -m xnowcast.cli train dgmr --data "$data" --config small --devices 1 \
-  --accelerator gpu --precision bf16-mixed --batch-size 16 --crop 256 \
-  --max-time 00:05:00 --checkpoint-every 200 --out /tmp/dgmr-run --quiet 2>&1 | tee "$out/log.txt"
-cp /tmp/dgmr-run/dgmr-small.safetensors /tmp/dgmr-run/run.json "$out/"
-cp /tmp/dgmr-run/logs/csv/version_0/metrics.csv "$out/"
-python3 - "$out" <<'EOF'
+"$py" -m xnowcast.cli train dgmr --data "$data" --config "$config" --devices 1 \
+  --accelerator "${ACCELERATOR:-gpu}" --precision "${PRECISION:-bf16-mixed}" \
+  --batch-size "${BATCH:-16}" --crop "${CROP:-256}" --max-time "${MAX_TIME:-00:05:00}" \
+  --checkpoint-every 200 --out "$run" --quiet 2>&1 | tee "$out/log.txt"
+cp "$run/dgmr-$config.safetensors" "$run/run.json" "$out/"
+cp "$run/logs/csv/version_0/metrics.csv" "$out/"
+"$py" - "$out" "$config" <<'EOF'
 import json, sys
 from xnowcast.weights import read_metadata
-t = read_metadata(f"{sys.argv[1]}/dgmr-small.safetensors")["training"]
+t = read_metadata(f"{sys.argv[1]}/dgmr-{sys.argv[2]}.safetensors")["training"]
 print(json.dumps({k: t[k] for k in ("steps", "world_size", "precision", "wall_time_s")}))
 print(json.dumps(t["heldout_scores"], indent=1))
 EOF
