@@ -229,6 +229,12 @@ def test_anchoring_takes_the_amplitude_from_the_reference_and_the_texture_from_t
     assert torch.equal(anchor_amplitude(member, reference, 0.0), member)
     dry = anchor_amplitude(member, torch.zeros_like(reference), 8.0)
     torch.testing.assert_close(dry, member * ANCHOR_BOUNDS[0])  # bounded, not wiped out
+    # where the reference is unknown (rain flowing in), the member stays as it is
+    known = torch.ones_like(member, dtype=torch.bool)
+    known[..., :, :24] = False
+    half = anchor_amplitude(member, torch.zeros_like(reference), 4.0, known)
+    torch.testing.assert_close(half[..., :, :8], member[..., :, :8])
+    torch.testing.assert_close(half[..., :, 40:], member[..., :, 40:] * ANCHOR_BOUNDS[0])
     with pytest.raises(ModelError, match="anchor_sigma must be >= 0"):
         build_cascast({**build_cascast("tiny").config, "anchor_sigma": -1})
 
