@@ -7,6 +7,9 @@ nowcast that places the rain (here the project's extrapolation), and a latent
 diffusion model that generates, member by member, what the deterministic
 stage cannot know: growth, decay, small-scale structure. Each member is one
 draw of the diffusion model's noise, seeded, so the ensemble is reproducible.
+The deterministic stage also sets each member's amplitude at scales above 16 km
+(``anchor_sigma``): the diffusion decides where and with what texture the rain
+falls within them.
 
 The shipped ``small`` weights were trained on CPU for a few hours on four
 5-minute radar events; the :doc:`/cascast_skill_card` shows where they stand
