@@ -165,6 +165,8 @@ def test_shipped_weights_say_how_they_were_trained_and_forecast_the_sample(
     training = meta["training"]
     assert training["held_out"] == "rmi-20210704" and "rmi-20210704" not in training["events"]
     assert training["cpu_time_lineage_s"] > training["cpu_time_s"] > 0
+    assert training["cpu_time_lineage_s"] >= 4 * 3600  # issue 15: at least 4 CPU-hours
+    assert meta["config"]["anchor_sigma"] == 16.0  # the file says how it forecasts
     assert (
         training["steps"] > 0 and training["curve"] and len(training["autoencoder"]["sha256"]) == 64
     )

@@ -519,7 +519,7 @@ SPEC = register(
         weights={
             "small": WeightsFile(
                 "cascast-small.safetensors",
-                "202fda77a4b1b9bc2c14f399d988ab6d07f5b59d3e67732bf19e5542ec64b211",
+                "f0cb1a3266b6b3dcd632d5724a3b922e8fba33fd98713da795e70b20b1b0d86f",
             )
         },
         default_weights="small",
