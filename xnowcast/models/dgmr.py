@@ -446,7 +446,7 @@ SPEC = register(
         weights={
             "small": WeightsFile(
                 "dgmr-small.safetensors",
-                "51a3379e5135c6b81d3e641a296f0a0735c055c4261ec2fa3ebcaf5f0a67fb4f",
+                "133605dec107ccb84731ff0bb4187c9e56385917fe6a1c9ec9a380d6f9e1239e",
             )
         },
         default_weights="small",
