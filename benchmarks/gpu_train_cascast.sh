@@ -31,19 +31,9 @@
 # metadata), log.txt, summary.json, gpu.txt.  Score it here with
 #   python benchmarks/cascast_skill_card.py --data-root ../shared/data --weights FILE ...
 set -euo pipefail
-if [ -z "${SKIP_WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:$PWD"
-fi
-export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=15
-out="${OUT:-gpu-run}"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_setup.sh"
+export TQDM_MININTERVAL=15
 run="${RUN_DIR:-/tmp/cascast-run}"
-py="${PYTHON:-python3}"
-mkdir -p "$out"
-if command -v nvidia-smi > /dev/null; then
-  nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$out/gpu.txt"
-fi
 "$py" -m xnowcast.training.cascast --data-root .gpudata --out "$run" \
   --config "${CONFIG:-medium}" --autoencoder xnowcast/weights/cascast-small.safetensors \
   --device "${DEVICE:-cuda}" --time-budget "${TRAIN_SECONDS:-360}" \

@@ -34,20 +34,9 @@
 #
 # (about 1 minute of set-up, 5 minutes of training, 1 of scoring: fits 8 minutes of device time).
 set -euo pipefail
-if [ -z "${SKIP_WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:$PWD"
-fi
-export PYTHONUNBUFFERED=1
-out="${OUT:-gpu-run}"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_setup.sh"
 run="${RUN_DIR:-/tmp/dgmr-run}"
-py="${PYTHON:-python3}"
 config="${CONFIG:-small}"
-mkdir -p "$out"
-if command -v nvidia-smi > /dev/null; then
-  nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$out/gpu.txt"
-fi
 r=.gpudata/radar
 data="$r/mch/20150515,$r/mch/20160711,$r/fmi/pgm/20160928,$r/KNMI/2010/08,$r/rmi/radqpe/20210704"
 # the paper's crop, batch and lead times on the `small` config, bf16 autocast, 5 minutes

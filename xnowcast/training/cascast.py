@@ -237,7 +237,7 @@ def train_cascast(
             average_since = step  # the average starts here
     scales = state.get("scales") or parent.get("scales")
     if scales is None:  # a fresh run: scales from one batch of training crops
-        scale_batch = sampler.sample(8)
+        scale_batch = sampler.sample(8).to(dev)
         scales = model.set_scales(scale_batch.inputs, scale_batch.targets, scale_batch.valid)
     start = time.process_time() - cpu
     wall_start, wall_before = time.perf_counter(), float(state.get("wall_time", 0.0))
