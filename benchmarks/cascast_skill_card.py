@@ -272,7 +272,9 @@ def write_docs(results: list[dict], a: argparse.Namespace) -> None:
         f"{float(training.get('cpu_time_lineage_s', 'nan')) / 3600:.2f} CPU-hours in all.  "
         f"Exported weights: the {training.get('weights', 'last step')}.",
         f"Members' amplitude from the backbone above ``anchor_sigma`` = "
-        f"{meta.get('config', {}).get('anchor_sigma', 0)} px (0: off).",
+        f"{meta.get('config', {}).get('anchor_sigma', 0)} px (0: off); each member's "
+        f"backbone on its own perturbed motion, ``motion_perturbation`` = "
+        f"{meta.get('config', {}).get('motion_perturbation', 0)} of the STEPS one (0: off).",
         "",
         "Scores at 30/60/90 min where the radar and every forecast are known; an ensemble is",
         "scored member by member (CSI, FSS, power) and as an ensemble (CRPS, spread/skill);",

@@ -9,7 +9,9 @@ stage cannot know: growth, decay, small-scale structure. Each member is one
 draw of the diffusion model's noise, seeded, so the ensemble is reproducible.
 The deterministic stage also sets each member's amplitude at scales above 16 km
 (``anchor_sigma``): the diffusion decides where and with what texture the rain
-falls within them.
+falls within them.  Each member's deterministic stage moves along its own
+perturbed motion (``motion_perturbation``, as STEPS perturbs it), so the members
+also differ in where the storms go.
 
 The shipped ``small`` weights were trained on CPU for a few hours on four
 5-minute radar events; the :doc:`/cascast_skill_card` shows where they stand

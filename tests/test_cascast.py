@@ -247,8 +247,9 @@ def test_the_members_amplitude_follows_the_backbone(radar: xr.DataArray, tiny_we
     from xnowcast.models.optical_flow import gaussian_blur
 
     kwargs = dict(members=1, seed=3)
-    anchored = predict(radar, tiny_weights, **kwargs).values
-    off = {**build_cascast("tiny").config, "anchor_sigma": 0}
+    steady = {**build_cascast("tiny").config, "motion_perturbation": 0}
+    anchored = predict(radar, tiny_weights, config=steady, **kwargs).values
+    off = {**steady, "anchor_sigma": 0}
     free = predict(radar, tiny_weights, config=off, **kwargs).values
     det = radar.nowcast.predict(model="extrapolation", steps=3, progress=False).values
 
@@ -259,6 +260,36 @@ def test_the_members_amplitude_follows_the_backbone(radar: xr.DataArray, tiny_we
     inner = (..., slice(16, 48), slice(16, 48))
     error = np.abs(smooth(anchored) - smooth(det))[inner].mean()
     assert error < 0.5 * np.abs(smooth(free) - smooth(det))[inner].mean()
+
+
+def test_each_member_has_its_own_motion_from_its_seed(radar: xr.DataArray, tiny_weights) -> None:
+    """``motion_perturbation``: a member's backbone moves along its own perturbed motion,
+    drawn from the member's seed (not from the batch), and 0 puts every member on the
+    backbone as it is."""
+    from xnowcast.models.motion_perturbation import laplace_draws_from_seed
+
+    pair = laplace_draws_from_seed((11, 12))
+    torch.testing.assert_close(pair[1:], laplace_draws_from_seed((12,)))
+    many = laplace_draws_from_seed(tuple(range(4000)))
+    assert abs(float(many.square().mean()) - 1.0) < 0.1 and abs(float(many.mean())) < 0.05
+
+    model = build_cascast("tiny")
+    x = torch.from_numpy(np.nan_to_num(radar.values[-4:], nan=0.0)).float()[None, :, None]
+    steady, _ = model.deterministic_reach(x)
+    moved, _ = model.deterministic_reach(x, torch.tensor([[1.5, -1.0]]))
+    torch.testing.assert_close(model.deterministic_reach(x, torch.zeros(1, 2))[0], steady)
+    assert float((moved - steady).abs().mean()) > 0.05
+
+    still = {**model.config, "motion_perturbation": 0}
+    spread = {
+        name: float(
+            predict(radar, tiny_weights, members=3, seed=5, config=config).std("member").mean()
+        )
+        for name, config in (("moving", model.config), ("still", still))
+    }
+    assert spread["moving"] > spread["still"], spread
+    convlstm = build_cascast({**model.config, "backbone": "convlstm"})
+    assert convlstm.config["motion_perturbation"] == 0.0
 
 
 def test_tiles_cut_one_noise_field_per_member() -> None:
@@ -348,6 +379,52 @@ def test_training_resumes_bit_for_bit(samplers, autoencoder: Path, tmp_path: Pat
     fc = batch.inputs[:1]
     model = xnowcast.registry.load_model("cascast", weights=tmp_path / "straight" / WEIGHTS)
     assert model(fc, 3, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 1, 32, 32)
+
+
+def test_reused_batches_resume_bit_for_bit_mid_batch(
+    samplers, autoencoder: Path, tmp_path: Path
+) -> None:
+    """``reuse=3``: one batch's frozen-stage output serves three steps; a run stopped in
+    the middle of a batch (step 4 of 3 + 3) resumes to the same weights, and the
+    batches really are reused (fewer crops drawn than without)."""
+    from xnowcast.training.cascast import WEIGHTS, train_cascast
+    from xnowcast.weights import load_state_dict
+
+    sampler, batch = samplers
+    drawn = []
+    original = sampler.sample
+
+    def counting(size: int):
+        drawn.append(size)
+        return original(size)
+
+    sampler.sample = counting
+    try:
+
+        def run(steps: int, out: str, reuse: int = 3) -> dict:
+            return train_cascast(
+                sampler, batch, tmp_path / out, autoencoder, config="tiny", steps=steps,
+                val_every=2, checkpoint_every=5, reuse=reuse, final_samples=False,
+                progress=False,
+            )  # fmt: skip
+
+        straight = run(6, "straight")
+        fresh_draws = len(drawn)
+        run(4, "resumed")
+        resumed = run(6, "resumed")
+        drawn.clear()
+        run(6, "every step", reuse=1)
+    finally:
+        sampler.sample = original
+    assert resumed["history"] == straight["history"]
+    a, meta = load_state_dict(tmp_path / "straight" / WEIGHTS)
+    b, _ = load_state_dict(tmp_path / "resumed" / WEIGHTS)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert meta["training"]["reuse"] == 3
+    # 2 training batches (+1 for the scales) against 6 (+1)
+    assert fresh_draws == 3 and len(drawn) == 7
+    with pytest.raises(ValueError, match="reuse"):
+        run(1, "bad", reuse=0)
 
 
 def test_weight_average_is_exported_resumes_and_is_recorded(

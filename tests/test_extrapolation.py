@@ -315,3 +315,66 @@ def test_trajectory_that_leaves_the_domain_stays_unknown():
         assert not nan[(phase - 0.15 * k > -torch.pi / 2 + 0.1) & (radius < 28)].any()
     # Known values are the field's (1 everywhere), untouched by the trajectory.
     assert torch.allclose(out[~torch.isnan(out)], torch.ones(1, dtype=torch.float64))
+
+
+def blob_sequence(size: int = 96, wind: tuple[float, float] = WIND) -> torch.Tensor:
+    """One Gaussian cell in the middle, carried by ``wind``: (1, N_IN, 1, size, size)."""
+    axis = torch.arange(size, dtype=torch.float64)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    frames = []
+    for t in range(N_IN):
+        cy, cx = 40.0 + wind[1] * t, 30.0 + wind[0] * t
+        frames.append(20.0 * torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 5.0**2)))
+    return torch.stack(frames).reshape(1, N_IN, 1, size, size)
+
+
+def centroid(field: torch.Tensor) -> torch.Tensor:
+    """(x, y) centre of mass of a (H, W) field (NaN as 0)."""
+    f = torch.nan_to_num(field)
+    axis = torch.arange(f.shape[-1], dtype=f.dtype)
+    return torch.stack([(f.sum(0) * axis).sum(), (f.sum(1) * axis).sum()]) / f.sum()
+
+
+def test_a_perturbation_adds_its_motion_to_the_trajectories():
+    # No flow, a perturbation of 1 px/step along x: the field moves 1 px a step.
+    field = torch.zeros(1, 1, 32, 32, dtype=torch.float64)
+    field[0, 0, 10:14, 8:12] = 5.0
+    flow = torch.zeros(1, 2, 8, 8, dtype=torch.float64)
+    push = torch.tensor([1.0, 0.0], dtype=torch.float64).view(1, 2, 1, 1).expand(1, 2, 8, 8)
+    out = semi_lagrangian(field, flow, 4, perturbation=lambda k: push, trajectory_scale=1)
+    for k in range(4):
+        expected = torch.roll(field[0, 0], k + 1, dims=1)
+        torch.testing.assert_close(out[0, k, 0, :, 6:], expected[:, 6:])
+    # a perturbation cancelling the flow gives persistence
+    wind = torch.tensor(WIND, dtype=torch.float64).view(1, 2, 1, 1).expand(1, 2, 8, 8)
+    still = semi_lagrangian(field, wind, 3, perturbation=lambda k: -wind, trajectory_scale=1)
+    torch.testing.assert_close(still[0, -1, 0], field[0, 0])
+
+
+def test_a_member_moves_along_its_perturbed_motion_as_far_as_the_steps_model_says(model):
+    from xnowcast.models.motion_perturbation import BPS_PARALLEL
+
+    inputs = blob_sequence()
+    geometry = {"grid_spacing_km": 1.0, "time_step_minutes": 5.0}
+    zero = model.perturbed(inputs, STEPS, torch.zeros(1, 2), **geometry)
+    torch.testing.assert_close(zero, model(inputs, STEPS), equal_nan=True)
+
+    along = model.perturbed(inputs, STEPS, torch.tensor([[2.0, 0.0]]), **geometry)
+    a, b, c = BPS_PARALLEL
+    # km/h along the motion, 5 min a step on 1 km pixels: pixels per step
+    expected = 2.0 * sum(a * (5.0 * k) ** b + c for k in range(1, STEPS + 1)) * 5.0 / 60.0
+    direction = torch.tensor(WIND, dtype=torch.float64) / torch.tensor(WIND).norm()
+    shift = centroid(along[0, -1, 0]) - centroid(zero[0, -1, 0])
+    assert abs(float(shift @ direction) - expected) < 0.15 * expected, (shift, expected)
+    assert abs(float(shift[0] * direction[1] - shift[1] * direction[0])) < 0.5  # none across
+
+    # the same perturbation in km/h is half as many pixels on a 2 km grid
+    coarse = model.perturbed(
+        inputs, STEPS, torch.tensor([[2.0, 0.0]]), grid_spacing_km=2.0, time_step_minutes=5.0
+    )
+    half = centroid(coarse[0, -1, 0]) - centroid(zero[0, -1, 0])
+    assert abs(float(half @ direction) - expected / 2) < 0.15 * expected / 2
+
+    across = model.perturbed(inputs, STEPS, torch.tensor([[0.0, 1.0]]), **geometry)
+    side = centroid(across[0, -1, 0]) - centroid(zero[0, -1, 0])
+    assert abs(float(side @ direction)) < 0.5 and float(side.norm()) > 1.0

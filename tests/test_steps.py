@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 
 import xnowcast  # noqa: E402
 from xnowcast.errors import ModelError  # noqa: E402
+from xnowcast.models.motion_perturbation import MotionPerturbation  # noqa: E402
 from xnowcast.models.steps import build_steps  # noqa: E402
 from xnowcast.models.steps.autoregression import (  # noqa: E402
     adjust_lag2,
@@ -19,7 +20,7 @@ from xnowcast.models.steps.autoregression import (  # noqa: E402
     ar2_step,
 )
 from xnowcast.models.steps.cascade import BandpassCascade, spectral_mean_std  # noqa: E402
-from xnowcast.models.steps.noise import MotionPerturbation, noise_filter  # noqa: E402
+from xnowcast.models.steps.noise import noise_filter  # noqa: E402
 from xnowcast.models.steps.nowcaster import to_db  # noqa: E402
 from xnowcast.models.steps.probability_matching import (  # noqa: E402
     cdf_match,

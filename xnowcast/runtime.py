@@ -207,7 +207,8 @@ def run_nowcast(
 
         def call(tile_x: torch.Tensor, ys: slice, xs: slice) -> torch.Tensor:
             if noise is not None:
-                return model(tile_x, steps, noise=model.crop_noise(noise, ys, xs))
+                extra = {key: value for key, value in kwargs.items() if key != "generator"}
+                return model(tile_x, steps, noise=model.crop_noise(noise, ys, xs), **extra)
             return model(tile_x, steps, **kwargs)
 
         with torch.inference_mode(), precision_context(device, precision):

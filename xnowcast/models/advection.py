@@ -12,6 +12,8 @@ diffusion accumulates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -83,7 +85,11 @@ def to_full_resolution(points: Tensor, height: int, width: int) -> Tensor:
 
 
 def departure_points(
-    velocity: Tensor, steps: int, start: Tensor, midpoint: bool = True
+    velocity: Tensor,
+    steps: int,
+    start: Tensor,
+    midpoint: bool = True,
+    perturbation: Callable[[int], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Departure points of backward trajectories ending at ``start``.
 
@@ -98,6 +104,10 @@ def departure_points(
         Arrival points ``(1 or N, H', W', 2)``.
     midpoint
         Velocity at the midpoint of each step (second order) or at its start.
+    perturbation
+        ``perturbation(k)``: a velocity added during step ``k`` (1-based), in the
+        units and on the grid of ``velocity`` (e.g. a member's motion perturbation);
+        None: the motion is steady.
 
     Returns
     -------
@@ -109,24 +119,25 @@ def departure_points(
     n = velocity.shape[0]
     start = start.expand(n, -1, -1, -1)
 
-    def velocity_at(points: Tensor) -> Tensor:
+    def velocity_at(field: Tensor, points: Tensor) -> Tensor:
         return F.grid_sample(
-            velocity, points, mode="bilinear", padding_mode="border", align_corners=False
+            field, points, mode="bilinear", padding_mode="border", align_corners=False
         ).permute(0, 2, 3, 1)
 
     position = start
-    increment = velocity_at(start)
+    increment: Tensor | None = None
     points, left = [], []
     outside = torch.zeros(start.shape[:-1], dtype=torch.bool, device=velocity.device)
-    for _ in range(steps):
+    for k in range(1, steps + 1):
+        current = velocity if perturbation is None else velocity + perturbation(k)
+        if increment is None or not midpoint:
+            increment = velocity_at(current, position)
         if midpoint:
-            increment = velocity_at(position - 0.5 * increment)
+            increment = velocity_at(current, position - 0.5 * increment)
         left.append(outside)
         position = position - increment
         points.append(position)
         outside = outside | (position.abs() > 1.0).any(dim=-1)
-        if not midpoint:
-            increment = velocity_at(position)
     return torch.stack(points, dim=1).permute(0, 1, 4, 2, 3), torch.stack(left, dim=1).unsqueeze(2)
 
 
@@ -140,6 +151,7 @@ def semi_lagrangian(
     trajectory_scale: int = 4,
     min_valid_weight: float = 0.5,
     max_chunk_pixels: int = 2**23,
+    perturbation: Callable[[int], Tensor] | None = None,
 ) -> Tensor:
     """Advect ``field`` backward along ``flow`` for ``steps`` time steps.
 
@@ -168,6 +180,9 @@ def semi_lagrangian(
     max_chunk_pixels
         Lead times are processed in chunks of at most about this many output pixels,
         to bound memory.
+    perturbation
+        ``perturbation(k)``: motion ``(N, 2, h, w)`` in pixels per time step, on the
+        grid of ``flow``, added to it during step ``k`` (1-based); None: steady motion.
 
     Returns
     -------
@@ -184,7 +199,15 @@ def semi_lagrangian(
 
     start = trajectory_grid(height, width, trajectory_scale, dtype, device)
     coarse = (start.shape[1], start.shape[2])
-    departures, left = departure_points(velocity, steps, start, midpoint)
+    extra: Callable[[int], Tensor] | None = None
+    if perturbation is not None:
+        moved_by = perturbation
+
+        def in_grid_units(k: int) -> Tensor:
+            return moved_by(k).to(dtype) * pixel.view(1, 2, 1, 1)
+
+        extra = in_grid_units
+    departures, left = departure_points(velocity, steps, start, midpoint, extra)
     # Trajectories that leave the domain and come back are rare: flag them only when
     # there are some (the departure point itself is checked at full resolution).
     left = left & (departures.abs() <= 1.0).all(dim=2, keepdim=True)

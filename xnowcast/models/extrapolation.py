@@ -9,6 +9,7 @@ input tensor (CPU or GPU) with no host round trip.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor
 from xnowcast.errors import ModelError
 from xnowcast.models.advection import semi_lagrangian
 from xnowcast.models.base import NowcastModel, merge_settings
+from xnowcast.models.motion_perturbation import MotionPerturbation
 from xnowcast.models.optical_flow import dense_lucas_kanade, rain_intensity
 from xnowcast.models.persistence import config_settings
 from xnowcast.registry import ModelSpec, register
@@ -156,16 +158,69 @@ class Extrapolation(NowcastModel):
             ``(B, steps, 1, H, W)`` in mm/h, dtype of ``frames``; NaN where the
             backward trajectory leaves the domain or departs from an invalid pixel.
         """
+        frames, valid = self._observed(frames, steps, valid)
+        flow = self.motion(frames, valid, full_resolution=False)
+        return self.advect(frames[:, -1], flow, steps, None if valid is None else valid[:, -1])
+
+    def perturbed(
+        self,
+        frames: Tensor,
+        steps: int,
+        draws: Tensor,
+        *,
+        grid_spacing_km: float,
+        time_step_minutes: float,
+        valid: Tensor | None = None,
+    ) -> Tensor:
+        """Nowcast each row along its own perturbed motion (Bowler et al. 2006).
+
+        The motion of row ``b`` gets the perturbation of
+        :class:`~xnowcast.models.motion_perturbation.MotionPerturbation` with the Laplace
+        draws ``draws[b]`` (along and across the local motion, standard deviations
+        growing with lead time as in STEPS): one member of a motion ensemble per row.
+
+        Parameters
+        ----------
+        frames, steps, valid
+            As for :meth:`forward`.
+        draws
+            ``(B, 2)`` unit-variance draws (along, across) scaling the perturbation's
+            standard deviations; zeros give :meth:`forward`.
+        grid_spacing_km, time_step_minutes
+            Pixel size and time step (the perturbation model is in km/h).
+
+        Returns
+        -------
+        Tensor
+            As for :meth:`forward`.
+        """
+        frames, valid = self._observed(frames, steps, valid)
+        flow = self.motion(frames, valid, full_resolution=False)
+        perturbation = MotionPerturbation(
+            flow, frames.shape[0], None, grid_spacing_km, time_step_minutes, draws=draws
+        )
+        last_valid = None if valid is None else valid[:, -1]
+        return self.advect(frames[:, -1], flow, steps, last_valid, perturbation=perturbation)
+
+    def _observed(
+        self, frames: Tensor, steps: int, valid: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Checked frames with NaN set to 0, and the mask of what was observed."""
         frames, valid = self.check_inputs(frames, steps, valid)
         finite = torch.isfinite(frames)
         if not bool(finite.all()):  # NaN left in: treated as unobserved, never as rain
             valid = finite if valid is None else valid & finite
             frames = torch.where(finite, frames, 0.0)
-        flow = self.motion(frames, valid, full_resolution=False)
-        return self.advect(frames[:, -1], flow, steps, None if valid is None else valid[:, -1])
+        return frames, valid
 
     def advect(
-        self, field: Tensor, flow: Tensor, steps: int, valid: Tensor | None = None
+        self,
+        field: Tensor,
+        flow: Tensor,
+        steps: int,
+        valid: Tensor | None = None,
+        *,
+        perturbation: Callable[[int], Tensor] | None = None,
     ) -> Tensor:
         """Semi-Lagrangian extrapolation of one frame along a motion field.
 
@@ -179,6 +234,10 @@ class Extrapolation(NowcastModel):
             Number of lead times.
         valid
             Boolean mask ``(B, 1, H, W)`` of observed pixels of ``field``, or ``None``.
+        perturbation
+            ``perturbation(k)``: motion added during step ``k`` (pixels per step, on
+            the grid of ``flow``), as for
+            :func:`~xnowcast.models.advection.semi_lagrangian`.
 
         Returns
         -------
@@ -192,6 +251,7 @@ class Extrapolation(NowcastModel):
             valid=valid,
             midpoint=self.config["midpoint"],
             trajectory_scale=self.config["trajectory_scale"],
+            perturbation=perturbation,
         )
 
 

@@ -17,6 +17,10 @@ The recipe:
   v-prediction MSE of the latent residual at a uniformly drawn diffusion step,
   weighted by the observed fraction of each latent cell, the condition dropped
   with probability ``drop_prob`` (classifier-free guidance);
+* **reuse** (``reuse`` > 1): the frozen stages' output for a batch (condition,
+  latent residual, weights: three quarters of a CPU step of the ``small`` model)
+  serves ``reuse`` consecutive steps, each with a fresh diffusion step, noise and
+  condition drop, and is kept in the checkpoints for an exact resume;
 * **optimiser**: Adam on the denoiser, constant learning rate, gradients clipped
   to norm 1;
 * **weight average** (``ema_decay`` > 0): an exponential moving average of the
@@ -183,6 +187,7 @@ def train_cascast(
     ema_decay: float = 0.0,
     time_budget: float | None = None,
     device: str = "cpu",
+    reuse: int = 1,
     final_samples: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -222,7 +227,11 @@ def train_cascast(
     sampler.rng = np.random.default_rng(seed)
     state = resume(out, model, opt, rng, sampler)
     step, cpu, history = state["step"], state["cpu_time"], state["history"]
+    if reuse < 1:
+        raise ValueError(f"reuse must be >= 1, got {reuse}")
     recipe = {"lr": lr, "batch_size": batch_size, "crop": sampler.crop, "ema_decay": ema_decay}
+    if reuse > 1:
+        recipe["reuse"] = reuse
     changes = list(state.get("recipe_changes", []))
     if step > 0 and state.get("recipe") != recipe:  # say what changed, and from which step
         changes.append(
@@ -239,6 +248,11 @@ def train_cascast(
     if scales is None:  # a fresh run: scales from one batch of training crops
         scale_batch = sampler.sample(8).to(dev)
         scales = model.set_scales(scale_batch.inputs, scale_batch.targets, scale_batch.valid)
+    # (steps left, (condition, residual, weight)) of the batch being reused
+    held: tuple[int, tuple[torch.Tensor, ...]] | None = None
+    if state.get("reuse_left"):
+        saved = _load_checkpoint(out / CHECKPOINT)[0]
+        held = (int(state["reuse_left"]), tuple(saved[f"reuse.{i}"].to(dev) for i in range(3)))
     start = time.process_time() - cpu
     wall_start, wall_before = time.perf_counter(), float(state.get("wall_time", 0.0))
 
@@ -247,7 +261,10 @@ def train_cascast(
         meta["wall_time"] = wall_before + time.perf_counter() - wall_start
         meta.update(recipe=recipe, recipe_changes=changes, average_since=average_since)
         meta["sampler_rng"] = dict(sampler.rng.bit_generator.state)
-        extra = average.tensors() if average is not None else None
+        extra = dict(average.tensors()) if average is not None else {}
+        if held is not None:
+            meta["reuse_left"] = held[0]
+            extra.update({f"reuse.{i}": t for i, t in enumerate(held[1])})
         _save_checkpoint(out, model, opt, rng, meta, extra)
 
     def validation() -> None:
@@ -272,8 +289,11 @@ def train_cascast(
     while step < steps and within_budget():
         if step % val_every == 0:
             validation()
-        batch = dihedral(sampler.sample(batch_size), rng).to(dev)
-        loss = model.training_loss(batch.inputs, batch.targets, batch.valid, generator=rng)
+        if held is None or held[0] == 0:
+            batch = dihedral(sampler.sample(batch_size), rng).to(dev)
+            held = (reuse, model.targets(batch.inputs, batch.targets, batch.valid))
+        held = (held[0] - 1, held[1])
+        loss = model.loss_on_targets(*held[1], generator=rng)
         value = optimiser_step(opt, loss, model.denoiser)
         if average is not None:
             average.update(model.denoiser)
@@ -299,6 +319,7 @@ def train_cascast(
         "weighted by the observed fraction of each latent cell; condition dropped with "
         f"probability {model.config['drop_prob']}",
         "optimiser": "Adam on the denoiser, constant learning rate, gradient norm clipped to 1",
+        "reuse": reuse,
         "weights": (
             f"moving average of the denoiser's weights (decay {ema_decay}) since step "
             f"{average_since}"
@@ -358,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--val-every", type=int, default=50)
+    p.add_argument("--reuse", type=int, default=1,
+                   help="steps served by one batch's frozen-stage output (fresh noise each)")  # fmt: skip
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="export a moving average of the weights (e.g. 0.999); 0: the last")  # fmt: skip
     a = p.parse_args(argv)
@@ -385,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sampler, val_batch, a.out, a.autoencoder, config=config, steps=a.steps,
         cpu_budget=cpu_budget, batch_size=a.batch_size, lr=a.lr, val_every=a.val_every,
         ema_decay=a.ema_decay, init_from=a.init_from, time_budget=a.time_budget, device=a.device,
+        reuse=a.reuse,
     )  # fmt: skip
     print(json.dumps({"steps": result["steps"], "scores": result["scores"]}))
     return 0

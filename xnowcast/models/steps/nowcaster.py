@@ -42,19 +42,18 @@ from xnowcast.models.advection import (
 )
 from xnowcast.models.base import NowcastModel, merge_settings
 from xnowcast.models.extrapolation import Extrapolation
+from xnowcast.models.motion_perturbation import (
+    BPS_PARALLEL,
+    BPS_PERPENDICULAR,
+    MOTION_DRAWS,
+    MotionPerturbation,
+)
 from xnowcast.models.optical_flow import normalized_pixel_size
 from xnowcast.models.persistence import config_settings
 from xnowcast.models.steps.autoregression import adjust_lag2, ar2_parameters
 from xnowcast.models.steps.cascade import BandpassCascade, spectral_inner
 from xnowcast.models.steps.evolution import MemberCascades
-from xnowcast.models.steps.noise import (
-    BPS_PARALLEL,
-    BPS_PERPENDICULAR,
-    MOTION_DRAWS,
-    MotionPerturbation,
-    noise_drive,
-    noise_filter,
-)
+from xnowcast.models.steps.noise import noise_drive, noise_filter
 from xnowcast.models.steps.probability_matching import (
     apply_mask,
     cdf_match,
