@@ -180,9 +180,9 @@ def targets(result: dict) -> list[tuple[str, str, bool]]:
     power = [c["power_ratio_4_16km"][k - 1] for k in LEADS]
     out.append(("member power at 4-16 km 0.5-2x the radar's (30/60/90 min)",
                 " / ".join(f"{p:.2f}" for p in power), all(0.5 <= p <= 2 for p in power)))  # fmt: skip
-    pers = s["persistence"]["crps_1km"][5]
     for name in ("convlstm", "unet"):
-        if name in s:
+        if name in s and "persistence" in s:  # --systems may leave either out
+            pers = s["persistence"]["crps_1km"][5]
             m = s[name]["crps_1km"][5]
             out.append(
                 (f"{name} MAE < persistence's at 30 min", f"{m:.3f} vs {pers:.3f}", m < pers)
@@ -225,13 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         r = run_event(Path(a.data_root), key, a.size, a.inits, a.members, a.seed, systems)
         r["wall_s"] = round(time.perf_counter() - start, 1)
         results.append(r)
+        if a.json:  # after every event, before anything else can fail
+            Path(a.json).write_text(json.dumps(results, indent=1))
         print(f"\n### {key} ({r['role']}), {len(r['inits'])} init times, {a.size} km, "
               f"{a.members} members, {a.threads} thread(s) ({r['wall_s']} s)\n")  # fmt: skip
         print(markdown(table(r)))
         if "cascast" in r["scores"]:
             print_targets("issue 15", targets(r))
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=1))
     if a.docs:
         write_docs(results, a)
     return 0
