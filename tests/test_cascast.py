@@ -292,6 +292,30 @@ def test_each_member_has_its_own_motion_from_its_seed(radar: xr.DataArray, tiny_
     assert convlstm.config["motion_perturbation"] == 0.0
 
 
+def test_the_members_motion_is_in_the_grid_of_the_data(
+    radar: xr.DataArray, tiny_weights, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime hands cascast the data's pixel size and time step (its perturbation is
+    in km/h), through the tiled path too: the same pixels labelled 2 km apart get the
+    perturbation of a 2 km grid."""
+    from xnowcast.models.cascast import CasCast
+
+    seen = []
+    original = CasCast.deterministic_reach
+
+    def recording(self, x, draws=None, grid_spacing_km=None, time_step_minutes=None):
+        seen.append((grid_spacing_km, time_step_minutes))
+        return original(self, x, draws, grid_spacing_km, time_step_minutes)
+
+    monkeypatch.setattr(CasCast, "deterministic_reach", recording)
+    predict(radar, tiny_weights, members=1, seed=0)
+    coarse = radar.assign_coords(x=radar.x * 2, y=radar.y * 2)
+    for name in ("x", "y"):
+        coarse[name].attrs = radar[name].attrs
+    predict(coarse, tiny_weights, members=1, seed=0)
+    assert seen[0] == pytest.approx((1.0, 5.0)) and seen[-1] == pytest.approx((2.0, 5.0))
+
+
 def test_tiles_cut_one_noise_field_per_member() -> None:
     model = build_cascast("tiny")
     frames = torch.zeros(2, 4, 1, 64, 48)

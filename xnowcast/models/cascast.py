@@ -270,24 +270,23 @@ class CasCast(NowcastModel):
         self,
         x: Tensor,
         draws: Tensor | None = None,
-        geometry: tuple[float, float] | None = None,
+        grid_spacing_km: float | None = None,
+        time_step_minutes: float | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The backbone's nowcast (as :meth:`deterministic`) and where it is known.
 
         The mask is False where the backbone gives no value (extrapolation: where the
         backward trajectory leaves the domain, rain flowing in that no input shows).
         ``draws`` ``(B, 2)``: each row's motion perturbation (Laplace draws times
-        ``motion_perturbation``; None: the backbone as it is), with ``geometry``
-        ``(grid_spacing_km, time_step_minutes)`` (default: the config's).
+        ``motion_perturbation``; None: the backbone as it is) on a grid of
+        ``grid_spacing_km`` and ``time_step_minutes`` (None: the config's).
         """
         used = x[:, -int(self.backbone.input_frames) :]
         if draws is None:
             raw = self.backbone(used, self.lead_frames)
         else:
-            spacing, minutes = geometry or (
-                float(self.config["grid_spacing_km"]),
-                float(self.config["time_step_minutes"]),
-            )
+            spacing = float(grid_spacing_km or self.config["grid_spacing_km"])
+            minutes = float(time_step_minutes or self.config["time_step_minutes"])
             raw = self.backbone.perturbed(
                 used, self.lead_frames, draws, grid_spacing_km=spacing, time_step_minutes=minutes
             )
@@ -395,11 +394,7 @@ class CasCast(NowcastModel):
         draws = None
         if gain > 0:
             draws = gain * laplace_draws_from_seed(noise.seeds, x.device)
-        geometry = (
-            float(grid_spacing_km or self.config["grid_spacing_km"]),
-            float(time_step_minutes or self.config["time_step_minutes"]),
-        )
-        det_rain, reach = self.deterministic_reach(x, draws, geometry)
+        det_rain, reach = self.deterministic_reach(x, draws, grid_spacing_km, time_step_minutes)
         condition, det = self.condition(x, det_rain)
         if tuple(noise.initial.shape) != tuple(det.shape):
             raise ModelError(
