@@ -167,6 +167,14 @@ def test_shipped_weights_say_how_they_were_trained_and_forecast_the_sample(
     assert training["cpu_time_lineage_s"] > training["cpu_time_s"] > 0
     assert training["cpu_time_lineage_s"] >= 4 * 3600  # issue 15: at least 4 CPU-hours
     assert meta["config"]["anchor_sigma"] == 16.0  # the file says how it forecasts
+    assert meta["config"]["motion_perturbation"] == 0.5
+    # held-out scores of this config against the physics baselines, from its skill card
+    card = meta["scores"]["heldout_card"]
+    assert card["event"].startswith("rmi-20210704")
+    for lead in ("30min", "60min", "90min"):
+        assert card["crps_cascast"][lead] < card["mae_extrapolation"][lead]
+        assert card["mae_extrapolation"][lead] < card["mae_persistence"][lead]
+        assert card["crps_steps"][lead] > 0
     assert (
         training["steps"] > 0 and training["curve"] and len(training["autoencoder"]["sha256"]) == 64
     )

@@ -535,7 +535,7 @@ SPEC = register(
         weights={
             "small": WeightsFile(
                 "cascast-small.safetensors",
-                "168b0079e49f836956de4be0e0037261f10e3398d8a1fddcea1f94a4749d9014",
+                "43f5313dba2cf52dd3e6f09a378d1397f35807397a28ce964f82b2a78e5fcfe7",
             )
         },
         default_weights="small",
