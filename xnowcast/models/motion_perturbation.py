@@ -114,7 +114,8 @@ class MotionPerturbation:
     Parameters
     ----------
     flow
-        ``(1, 2, h, w)`` motion in pixels per time step (any grid covering the domain).
+        ``(1, 2, h, w)`` motion in pixels per time step (any grid covering the domain),
+        or ``(members, 2, h, w)``, one motion per member (each row's own directions).
     members
         Number of members, each with its own two Laplace draws.
     generator
