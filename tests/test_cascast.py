@@ -384,6 +384,36 @@ def test_training_lowers_the_loss_on_real_radar(samplers, autoencoder: Path) -> 
     assert all(p.grad is None for p in model.autoencoder.parameters())
 
 
+def test_per_lead_scales_give_a_unit_residual_at_every_lead(samplers, autoencoder: Path) -> None:
+    """``set_scales`` (per lead): the scaled residual has rms 1 at each lead time of the
+    batch it was set on, and the 5-minute scale is below the last lead's (the
+    extrapolation error grows with lead time); ``per_lead=False``: one scale."""
+    from xnowcast.weights import load_state_dict
+
+    _, batch = samplers
+    model = build_cascast("tiny")
+    model.autoencoder.load_state_dict(load_state_dict(autoencoder)[0])
+    scales = model.set_scales(batch.inputs, batch.targets, batch.valid)
+    _, residual, weight = model.targets(batch.inputs, batch.targets, batch.valid)
+    w = weight.expand_as(residual)
+    rms = ((residual**2 * w).sum((0, 2, 3, 4)) / w.sum((0, 2, 3, 4))).sqrt()
+    torch.testing.assert_close(rms, torch.ones(3), rtol=1e-4, atol=1e-4)
+    assert scales["residual_scale"][0] < scales["residual_scale"][-1]
+    single = model.set_scales(batch.inputs, batch.targets, batch.valid, per_lead=False)
+    assert isinstance(single["residual_scale"], float)
+    assert torch.all(model.residual_scale == single["residual_scale"])
+
+
+def test_a_file_with_one_residual_scale_loads_as_that_scale_at_every_lead() -> None:
+    """Weights written before the per-lead scales (one number) load unchanged: the same
+    scale at every lead, so the shipped file samples as it did."""
+    model = build_cascast("tiny")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["residual_scale"] = torch.tensor(1.7)
+    model.load_state_dict(state)
+    assert model.residual_scale.shape == (3,) and torch.all(model.residual_scale == 1.7)
+
+
 def test_training_resumes_bit_for_bit(samplers, autoencoder: Path, tmp_path: Path) -> None:
     from xnowcast.training.cascast import WEIGHTS, train_cascast
     from xnowcast.weights import load_state_dict
@@ -405,7 +435,8 @@ def test_training_resumes_bit_for_bit(samplers, autoencoder: Path, tmp_path: Pat
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     training = meta["training"]
     assert training["held_out"] == "rmi-20210704" and training["steps"] == 4
-    assert len(training["curve"]) == 3 and training["scales"]["residual_scale"] > 0
+    assert len(training["curve"]) == 3 and len(training["scales"]["residual_scale"]) == 3
+    assert min(training["scales"]["residual_scale"]) > 0
     assert meta["scores"]["mae_backbone"] >= 0 and meta["config"]["lead_frames"] == 3
     assert len(training["autoencoder"]["sha256"]) == 64
     fc = batch.inputs[:1]

@@ -251,7 +251,8 @@ class CasCast(NowcastModel):
                 raise ModelError(f"cascast: {key} must be >= 0, got {full[key]}")
         # set from the training data before training (stored with the weights)
         self.register_buffer("latent_scale", torch.ones(()))
-        self.register_buffer("residual_scale", torch.ones(()))
+        # one scale per lead time (older files hold one for all: see _load_from_state_dict)
+        self.register_buffer("residual_scale", torch.ones(self.lead_frames))
         for module in (self.autoencoder, self.backbone):
             module.requires_grad_(False)
 
@@ -411,7 +412,7 @@ class CasCast(NowcastModel):
             guidance=float(cfg["guidance"]),
             step_noise=noise.step,
         )
-        latent = det + residual * self.residual_scale / self.latent_scale
+        latent = det + residual * self._lead_scale() / self.latent_scale
         rain = self.decode(latent[:, :steps]).clamp(0.0, self.max_rate)
         sigma = float(cfg["anchor_sigma"])
         rain = anchor_amplitude(rain, det_rain[:, :steps], sigma, reach[:, :steps])
@@ -427,7 +428,7 @@ class CasCast(NowcastModel):
         x = self._clip(inputs)
         condition, det = self.condition(x)
         observed = self.encode(self._clip(targets[:, : self.lead_frames]))
-        residual = (observed - det) * self.latent_scale / self.residual_scale
+        residual = (observed - det) * self.latent_scale / self._lead_scale()
         known = valid[:, : self.lead_frames].float().flatten(0, 1)
         weight = F.avg_pool2d(known, self.factor).unflatten(0, (valid.shape[0], -1))
         return condition, residual, weight
@@ -463,18 +464,40 @@ class CasCast(NowcastModel):
             generator=generator,
         )
 
+    def _lead_scale(self) -> Tensor:
+        """``residual_scale`` shaped to divide a ``(B, lead_frames, C, h, w)`` residual."""
+        return self.residual_scale.view(1, -1, 1, 1, 1)
+
     @torch.no_grad()
-    def set_scales(self, inputs: Tensor, targets: Tensor, valid: Tensor) -> dict[str, float]:
-        """Set ``latent_scale`` and ``residual_scale`` to the std of a batch's latents."""
+    def set_scales(
+        self, inputs: Tensor, targets: Tensor, valid: Tensor, *, per_lead: bool = True
+    ) -> dict[str, Any]:
+        """Set ``latent_scale`` and ``residual_scale`` to the std of a batch's latents.
+
+        With ``per_lead`` the residual gets one scale per lead time (its rms at that
+        lead), so that the diffusion sees a residual of unit size at every lead: the
+        5-minute residual is a third of the 90-minute one, and under one common scale
+        the denoiser's errors at short leads are large beside it.  Without it one scale
+        serves every lead (the files trained before session 10).
+        """
         self.latent_scale.fill_(1.0)
         self.residual_scale.fill_(1.0)
         latents = self.encode(self._clip(inputs))
         self.latent_scale.fill_(float(latents.std().clamp_min(1e-3)))
         _, residual, weight = self.targets(inputs, targets, valid)
         w = weight.expand_as(residual)
-        std = ((residual**2 * w).sum() / w.sum().clamp_min(1.0)).sqrt()
-        self.residual_scale.fill_(float(std.clamp_min(1e-3)))
-        return {"latent_scale": float(self.latent_scale), "residual_scale": float(std)}
+        dims = (0, 2, 3, 4) if per_lead else tuple(range(residual.ndim))
+        std = ((residual**2 * w).sum(dims) / w.sum(dims).clamp_min(1.0)).sqrt().clamp_min(1e-6)
+        self.residual_scale.copy_(std.expand_as(self.residual_scale))
+        scale = [round(float(v), 5) for v in std.reshape(-1)] if per_lead else float(std)
+        return {"latent_scale": float(self.latent_scale), "residual_scale": scale}
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Read a file whose ``residual_scale`` is one number: the same scale at every lead."""
+        key = prefix + "residual_scale"
+        if key in state_dict and state_dict[key].ndim == 0:
+            state_dict[key] = state_dict[key].expand(self.lead_frames).clone()
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def train(self, mode: bool = True) -> CasCast:
         """Training mode for the denoiser only: the frozen stages stay in eval mode."""

@@ -8,7 +8,9 @@ The recipe:
   with its shipped weights) are not trained here;
 * **scales**: before the first step ``latent_scale`` and ``residual_scale`` are
   set to the standard deviations of the latents and of the latent residual over
-  the backbone on one batch of 8 training crops (stored with the weights);
+  the backbone, the latter per lead time (``per_lead_scale``, the default since
+  session 10: the 5-minute residual is a third of the 90-minute one), on one
+  batch of 16 training crops (8 with one residual scale; stored with the weights);
 * **data**: importance-sampled ``input_frames + lead_frames`` crops of the four
   training events (:class:`~xnowcast.training.data.SequenceCropSampler`), each
   turned by one of the 8 symmetries of the square
@@ -188,6 +190,8 @@ def train_cascast(
     time_budget: float | None = None,
     device: str = "cpu",
     reuse: int = 1,
+    per_lead_scale: bool = True,
+    reset_scales: bool = False,
     final_samples: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -196,6 +200,10 @@ def train_cascast(
     ``autoencoder`` (a frame autoencoder file) may be None with ``init_from``, whose
     file holds one.  Returns ``steps``, ``cpu_time``, ``history`` and the final ``scores``; writes
     ``out_dir/cascast.safetensors`` (the weight average when ``ema_decay`` > 0).
+    ``per_lead_scale``: a fresh run scales the latent residual per lead time
+    (:meth:`~xnowcast.models.cascast.CasCast.set_scales`); False: one scale.
+    ``reset_scales``: a run warm-started from ``init_from`` sets its scales afresh
+    (so, per lead time) instead of keeping the parent's; the denoiser then adapts.
     """
     from tqdm.auto import tqdm
 
@@ -244,10 +252,12 @@ def train_cascast(
     if average is not None:
         if step == 0 or not average.load(_load_checkpoint(out / CHECKPOINT)[0]):
             average_since = step  # the average starts here
-    scales = state.get("scales") or parent.get("scales")
+    scales = state.get("scales") or (None if reset_scales else parent.get("scales"))
     if scales is None:  # a fresh run: scales from one batch of training crops
-        scale_batch = sampler.sample(8).to(dev)
-        scales = model.set_scales(scale_batch.inputs, scale_batch.targets, scale_batch.valid)
+        scale_batch = sampler.sample(16 if per_lead_scale else 8).to(dev)
+        scales = model.set_scales(
+            scale_batch.inputs, scale_batch.targets, scale_batch.valid, per_lead=per_lead_scale
+        )
     # (steps left, (condition, residual, weight)) of the batch being reused
     held: tuple[int, tuple[torch.Tensor, ...]] | None = None
     if state.get("reuse_left"):
@@ -381,6 +391,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--reuse", type=int, default=1,
                    help="steps served by one batch's frozen-stage output (fresh noise each)")  # fmt: skip
+    p.add_argument("--residual-scale", choices=("per-lead", "global"), default="per-lead",
+                   help="a fresh run's residual scale: one per lead time, or one for all")  # fmt: skip
+    p.add_argument("--reset-scales", action="store_true",
+                   help="with --init-from: set the residual scales afresh (per lead by default)")  # fmt: skip
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="export a moving average of the weights (e.g. 0.999); 0: the last")  # fmt: skip
     a = p.parse_args(argv)
@@ -408,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sampler, val_batch, a.out, a.autoencoder, config=config, steps=a.steps,
         cpu_budget=cpu_budget, batch_size=a.batch_size, lr=a.lr, val_every=a.val_every,
         ema_decay=a.ema_decay, init_from=a.init_from, time_budget=a.time_budget, device=a.device,
-        reuse=a.reuse,
+        reuse=a.reuse, per_lead_scale=a.residual_scale == "per-lead",
+        reset_scales=a.reset_scales,
     )  # fmt: skip
     print(json.dumps({"steps": result["steps"], "scores": result["scores"]}))
     return 0
