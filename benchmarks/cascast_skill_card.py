@@ -249,6 +249,27 @@ def _weights_metadata(weights: str) -> tuple[str, dict]:
     return str(name), read_metadata(resolve_weights(spec, name)[0])
 
 
+def _lineage(training: dict) -> str:
+    """What a warm-started run started from, and how its residual was scaled."""
+    parent = training.get("initialised_from")
+    text = ""
+    if parent:
+        text += (
+            f"  Warm-started from ``{parent.get('file', '?')}`` (sha256 "
+            f"{str(parent.get('sha256', '?'))[:8]}..., {parent.get('steps', '?')} steps, "
+            f"{parent.get('cpu_time_s', '?')} CPU-s), so "
+            f"{int(parent.get('steps', 0)) + int(training.get('steps', 0))} steps in all."
+        )
+    scale = training.get("scales", {}).get("residual_scale")
+    if isinstance(scale, list):
+        text += (
+            f"  The latent residual is scaled per lead time ({min(scale):.2f} at 5 min to "
+            f"{scale[-1]:.2f} at {5 * len(scale)} min), so the curve below is this run's "
+            "loss on that scale."
+        )
+    return text
+
+
 def write_docs(results: list[dict], a: argparse.Namespace) -> None:
     """docs/cascast_skill_card.rst from the results and the weights' training record."""
     name, meta = _weights_metadata(a.weights)
@@ -270,7 +291,7 @@ def write_docs(results: list[dict], a: argparse.Namespace) -> None:
         f"on {', '.join(training.get('events', []))}; RMI 2021-07-04 held out.  The frozen "
         f"frame autoencoder ``{ae.get('file', '?')}`` had {ae.get('steps', '?')} steps; "
         f"{float(training.get('cpu_time_lineage_s', 'nan')) / 3600:.2f} CPU-hours in all.  "
-        f"Exported weights: the {training.get('weights', 'last step')}.",
+        f"Exported weights: the {training.get('weights', 'last step')}.{_lineage(training)}",
         f"Members' amplitude from the backbone above ``anchor_sigma`` = "
         f"{meta.get('config', {}).get('anchor_sigma', 0)} px (0: off); each member's "
         f"backbone on its own perturbed motion, ``motion_perturbation`` = "

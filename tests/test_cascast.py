@@ -168,6 +168,8 @@ def test_shipped_weights_say_how_they_were_trained_and_forecast_the_sample(
     assert training["cpu_time_lineage_s"] >= 4 * 3600  # issue 15: at least 4 CPU-hours
     assert meta["config"]["anchor_sigma"] == 16.0  # the file says how it forecasts
     assert meta["config"]["motion_perturbation"] == 0.5
+    scale = training["scales"]["residual_scale"]  # per lead time, growing with it
+    assert len(scale) == meta["config"]["lead_frames"] and scale[0] < scale[-1]
     # held-out scores of this config against the physics baselines, from its skill card
     card = meta["scores"]["heldout_card"]
     assert card["event"].startswith("rmi-20210704")

@@ -17,8 +17,9 @@ frame autoencoder.  This module cascades, written from the paper (not its code):
    ``latent_scale``);
 3. **diffusion**: the CasFormer denoiser (:mod:`xnowcast.models.casformer`)
    generates the *residual* of the observed latents over the deterministic ones
-   (divided by ``residual_scale``), conditioned per lead time on the
-   deterministic latent and on all input latents, by DDIM with classifier-free
+   (divided by ``residual_scale``: one per lead time, the residual's rms at that
+   lead in the training data, or one for all in older files), conditioned per
+   lead time on the deterministic latent and on all input latents, by DDIM with classifier-free
    guidance (:mod:`xnowcast.models.diffusion`: cosine schedule, v-prediction);
    modelling the residual leaves the denoiser only what the deterministic stage
    misses (growth, decay, small scales, uncertainty);
@@ -558,7 +559,7 @@ SPEC = register(
         weights={
             "small": WeightsFile(
                 "cascast-small.safetensors",
-                "43f5313dba2cf52dd3e6f09a378d1397f35807397a28ce964f82b2a78e5fcfe7",
+                "0821b71a9815d121d3b84b0791c4c95ed2bde69c325263f38344d5e2e455ee17",
             )
         },
         default_weights="small",
