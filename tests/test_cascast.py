@@ -555,7 +555,18 @@ def test_a_new_run_continues_from_exported_weights(
     training, before = meta["training"], parent_meta["training"]
     assert training["initialised_from"]["steps"] == 2 and training["steps"] == 2
     assert training["autoencoder"] == before["autoencoder"]
-    assert training["scales"] == before["scales"]
+    assert training["scales"] == before["scales"] and training["scales_from"] == "parent"
+    # reset_scales: a parent with one residual scale continues with one per lead time
+    train_cascast(sampler, batch, tmp_path / "g", autoencoder, steps=1, per_lead_scale=False,
+                  **kwargs)  # fmt: skip
+    single, _ = load_state_dict(tmp_path / "g" / WEIGHTS)
+    assert torch.all(single["residual_scale"] == single["residual_scale"][0])
+    train_cascast(sampler, batch, tmp_path / "r", None, steps=1, init_from=tmp_path / "g" / WEIGHTS,
+                  reset_scales=True, **kwargs)  # fmt: skip
+    reset, reset_meta = load_state_dict(tmp_path / "r" / WEIGHTS)
+    assert reset_meta["training"]["scales_from"] == "reset"
+    assert len(reset_meta["training"]["scales"]["residual_scale"]) == 3
+    assert reset["residual_scale"][0] < reset["residual_scale"][-1]
     assert training["cpu_time_lineage_s"] == pytest.approx(
         before["cpu_time_lineage_s"] + training["cpu_time_s"], abs=0.2
     )

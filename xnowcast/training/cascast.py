@@ -202,8 +202,10 @@ def train_cascast(
     ``out_dir/cascast.safetensors`` (the weight average when ``ema_decay`` > 0).
     ``per_lead_scale``: a fresh run scales the latent residual per lead time
     (:meth:`~xnowcast.models.cascast.CasCast.set_scales`); False: one scale.
-    ``reset_scales``: a run warm-started from ``init_from`` sets its scales afresh
-    (so, per lead time) instead of keeping the parent's; the denoiser then adapts.
+    ``reset_scales``: a run warm-started from ``init_from`` sets both scales afresh
+    (the residual's per lead time unless ``per_lead_scale`` is False) instead of
+    keeping the parent's, and the denoiser adapts; ``scales_from`` in the record says
+    which ("parent" or "reset").
     """
     from tqdm.auto import tqdm
 
@@ -358,6 +360,7 @@ def train_cascast(
     if parent:
         keep = ("file", "sha256", "steps", "cpu_time_s", "cpu_time_lineage_s", "curve", "weights")
         training["initialised_from"] = {k: parent[k] for k in keep if k in parent}
+        training["scales_from"] = "parent" if scales == parent.get("scales") else "reset"
     save_weights(
         {k: v.cpu() for k, v in model.state_dict().items()},
         out / WEIGHTS,
