@@ -112,6 +112,7 @@ _BASE: dict[str, Any] = {
     "sampling_steps": 20,
     "eta": 0.0,
     "guidance": 1.0,
+    "temperature": 1.0,
     "drop_prob": 0.1,
     "anchor_sigma": 16.0,
     "motion_perturbation": 0.5,
@@ -124,6 +125,7 @@ _NON_NEGATIVE = (
     "sampling_steps",
     "eta",
     "guidance",
+    "temperature",
     "drop_prob",
     "anchor_sigma",
     "motion_perturbation",
@@ -208,7 +210,9 @@ class CasCast(NowcastModel):
         weights are loaded), ``input_frames`` (input latents in the condition),
         ``lead_frames``, ``max_rate``, ``autoencoder`` and ``denoiser`` (config names
         or dicts), ``schedule``, ``timesteps``, ``sampling_steps``, ``eta``,
-        ``guidance``, ``drop_prob`` (training), ``anchor_sigma`` (pixels; 0: the
+        ``guidance``, ``temperature`` (the starting noise's standard deviation: 1 samples
+        the model; above 1 members with more small-scale power and spread, at some CRPS;
+        0 the one deterministic sample), ``drop_prob`` (training), ``anchor_sigma`` (pixels; 0: the
         decoded member as it is), ``motion_perturbation`` (the members' motion
         perturbation, in units of the STEPS one; 0: every member on the same
         backbone; an extrapolation backbone only, other backbones have no motion to
@@ -407,7 +411,7 @@ class CasCast(NowcastModel):
         residual = ddim_sample(
             self._denoiser(condition),
             self.schedule,
-            noise.initial.to(det.dtype),
+            noise.initial.to(det.dtype) * float(cfg["temperature"]),
             sampling_steps=int(cfg["sampling_steps"]),
             eta=float(cfg["eta"]),
             guidance=float(cfg["guidance"]),
