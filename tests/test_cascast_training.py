@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import xnowcast
+from xnowcast.errors import ModelError
 from xnowcast.weights import save_weights
 
 torch = pytest.importorskip("torch")
@@ -278,3 +279,60 @@ def test_a_new_denoiser_starts_from_the_autoencoder_of_a_cascast_file(
     assert ae["sha256"] == before["sha256"] and ae["taken_from"]["file"] == WEIGHTS
     assert training["device"] == "cpu" and training["wall_time_s"] >= 0
     assert "initialised_from" not in training
+
+
+def test_a_cascast_gets_a_longer_trained_decoder_and_keeps_its_latents(
+    samplers, autoencoder: Path, tmp_path: Path
+) -> None:
+    """``--init-from CASCAST --decoder-only``: the encoder (the latents the denoiser was
+    trained on) and the denoiser stay bit for bit, the decoder learns (the held-out
+    reconstruction error falls), and the new cascast file says what replaced what; an
+    autoencoder with another encoder is refused with the command that makes a fitting one."""
+    from xnowcast.models.frame_autoencoder import build_frame_autoencoder
+    from xnowcast.testing import moving_storm
+    from xnowcast.training.autoencoder import train_autoencoder
+    from xnowcast.training.cascast import WEIGHTS, replace_decoder, train_cascast
+    from xnowcast.training.nowcasters import build_samplers
+    from xnowcast.weights import file_sha256, load_state_dict
+
+    sampler, batch = samplers
+    train_cascast(sampler, batch, tmp_path / "c", autoencoder, steps=2, config="tiny",
+                  val_every=2, final_samples=False, progress=False)  # fmt: skip
+    source = tmp_path / "c" / WEIGHTS
+    storms = {"storm": moving_storm(frames=10, shape=(48, 48), cells=6, seed=1)}
+    held = {"held-out": moving_storm(frames=6, shape=(48, 48), cells=6, seed=2)}
+    ae_sampler, ae_val = build_samplers(storms, held, input_frames=1, lead_frames=1, crop=32,
+                                        val_crop=32, val_crops=2)  # fmt: skip
+    run = train_autoencoder(ae_sampler, ae_val, tmp_path / "d", steps=40, lr=3e-3,
+                            val_every=40, init_from=source, decoder_only=True)  # fmt: skip
+    maes = [h["val"]["mae"] for h in run["history"] if "val" in h]
+    assert maes[-1] < 0.8 * maes[0], maes
+
+    parent, parent_meta = load_state_dict(source)
+    child, meta = load_state_dict(tmp_path / "d" / "cascast.safetensors")
+    assert set(child) == set(parent)
+    kept = [k for k in parent if not k.startswith("autoencoder.decoder.")]
+    assert all(torch.equal(parent[k], child[k]) for k in kept)
+    decoder = [k for k in parent if k.startswith("autoencoder.decoder.")]
+    assert decoder and all(not torch.equal(parent[k], child[k]) for k in decoder if "weight" in k)
+    training = meta["training"]
+    assert training["autoencoder"]["trained"] == "decoder (encoder frozen)"
+    assert training["autoencoder"]["sha256"] == file_sha256(
+        tmp_path / "d" / "autoencoder.safetensors"
+    )
+    before = training["decoder_replaced"]["autoencoder_before"]
+    assert before == parent_meta["training"]["autoencoder"]
+    assert training["cpu_time_lineage_s"] > parent_meta["training"]["cpu_time_lineage_s"]
+    assert meta["scores"] == {"before_decoder_replaced": parent_meta["scores"]}
+    model = xnowcast.registry.load_model("cascast", weights=tmp_path / "d" / "cascast.safetensors")
+    x = batch.inputs[:1]
+    assert torch.isfinite(model(x, 3, generator=torch.Generator().manual_seed(0))).all()
+
+    torch.manual_seed(9)
+    other = tmp_path / "other.safetensors"
+    save_weights(build_frame_autoencoder("tiny").state_dict(), other, {"config": "tiny"})
+    with pytest.raises(ModelError, match="--decoder-only"):
+        replace_decoder(source, other, tmp_path / "refused.safetensors")
+    assert not (tmp_path / "refused.safetensors").exists()
+    with pytest.raises(ModelError, match="give init_from"):
+        train_autoencoder(ae_sampler, ae_val, tmp_path / "e", steps=1, decoder_only=True)

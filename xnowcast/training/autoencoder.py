@@ -9,10 +9,20 @@ spectral distance, and the power of the 4-16 km wavelengths of the
 reconstruction over the radar's); resumable checkpoints as
 :mod:`xnowcast.training.nowcasters` (same files, bit-for-bit resume).
 
+``--init-from FILE`` starts from the autoencoder of an autoencoder or cascast file;
+with ``--decoder-only`` the encoder is frozen, so the latents stay those a cascast
+denoiser was trained on, and when ``FILE`` is a cascast file the run also writes
+``cascast.safetensors``: that cascast with the new decoder
+(:func:`xnowcast.training.cascast.replace_decoder`).
+
 Command line::
 
     nice -n 19 env OMP_NUM_THREADS=1 python -m xnowcast.training.autoencoder \\
         --data-root ../shared/data --out /work/nowcasters-run/autoencoder --cpu-budget 240
+    # a longer-trained decoder for the shipped cascast
+    python -m xnowcast.training.autoencoder --data-root ../shared/data --out RUN/decoder \\
+        --init-from xnowcast/weights/cascast-small.safetensors --decoder-only --lr 3e-4 \\
+        --cpu-budget 1800
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from xnowcast.errors import ModelError
 from xnowcast.models.frame_autoencoder import (
     FrameAutoencoder,
     autoencoder_loss,
@@ -36,7 +47,7 @@ from xnowcast.models.frame_autoencoder import (
 from xnowcast.training.data import CropBatch, SequenceCropSampler
 from xnowcast.training.gan_step import dihedral
 from xnowcast.training.nowcasters import _commit, _save_checkpoint, build_samplers, resume
-from xnowcast.weights import save_weights
+from xnowcast.weights import read_metadata, save_weights
 
 __all__ = ["band_power_ratio", "main", "train_autoencoder", "validate_autoencoder"]
 
@@ -88,17 +99,40 @@ def train_autoencoder(
     seed: int = 0,
     val_every: int = 50,
     checkpoint_every: int = 50,
+    init_from: str | Path | None = None,
+    decoder_only: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume, when ``out_dir`` holds a checkpoint) the frame autoencoder.
 
-    Returns ``steps``, ``cpu_time`` and ``history``; the last model is written to
-    ``out_dir/autoencoder.safetensors`` with its recipe and held-out scores.
+    ``init_from``: start from the autoencoder of this autoencoder or cascast file (its
+    config replaces ``config``); ``decoder_only``: train the decoder alone, the encoder
+    frozen (needs ``init_from``).  Returns ``steps``, ``cpu_time`` and ``history``; the
+    last model is written to ``out_dir/autoencoder.safetensors`` with its recipe and
+    held-out scores (and, for a cascast ``init_from`` with ``decoder_only``, that cascast
+    with the new decoder to ``out_dir/cascast.safetensors``).
     """
+    from xnowcast.training.cascast import load_autoencoder, replace_decoder
+
+    if decoder_only and init_from is None:
+        raise ModelError(
+            "decoder_only trains the decoder of an existing autoencoder: give init_from "
+            "(an autoencoder or cascast file)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
+    parent: dict[str, Any] = {}
+    if init_from is not None:
+        meta = read_metadata(init_from)
+        stored = meta.get("config") or {}
+        config = stored.get("autoencoder", stored) if meta.get("model") == "cascast" else stored
+        initial, parent = load_autoencoder(init_from)
     model = build_frame_autoencoder(config)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if init_from is not None:
+        model.load_state_dict(initial)
+    if decoder_only:
+        model.encoder.requires_grad_(False)
+    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=lr)
     rng = torch.Generator().manual_seed(seed + 1)
     sampler.rng = np.random.default_rng(seed)
     state = resume(out, model, opt, rng, sampler)
@@ -134,6 +168,7 @@ def train_autoencoder(
     training = {
         "model": "frame_autoencoder",
         "loss": "L1 of log1p(R)/log1p(max_rate) + 0.1 log-amplitude spectral L1 + 1e-4 KL",
+        "trained": "decoder (encoder frozen)" if decoder_only else "encoder and decoder",
         "steps": step,
         "cpu_time_s": round(cpu, 1),
         "batch_size": batch_size,
@@ -144,6 +179,9 @@ def train_autoencoder(
         "curve": curve,
         "commit": _commit(),
     }
+    if parent:
+        training["initialised_from"] = parent
+        training["cpu_time_lineage_s"] = round(cpu + float(parent.get("cpu_time_s") or 0), 1)
     scores = curve[-1] if curve else {}
     save_weights(
         model.state_dict(),
@@ -151,6 +189,8 @@ def train_autoencoder(
         {"model": "frame_autoencoder", "config": model.config, "training": training,
          "scores": scores},
     )  # fmt: skip
+    if decoder_only and "taken_from" in parent:  # a cascast file: hand back its new version
+        replace_decoder(init_from, out / "autoencoder.safetensors", out / "cascast.safetensors")
     return {"steps": step, "cpu_time": cpu, "history": history}
 
 
@@ -166,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cpu-budget", type=float, default=240.0)
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--crop", type=int, default=96)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--init-from", help="an autoencoder or cascast file to start from")
+    p.add_argument("--decoder-only", action="store_true", help="freeze the encoder")
     a = p.parse_args(argv)
     root, holdout = Path(a.data_root), "rmi-20210704"
     train = {n: open_radar(root / EVENTS[n]) for n in EVENTS if n != holdout}
@@ -174,8 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         train, val, input_frames=1, lead_frames=1, crop=a.crop, val_crop=128, val_crops=8
     )
     result = train_autoencoder(
-        sampler, val_batch, a.out, config=a.config, steps=a.steps, cpu_budget=a.cpu_budget
-    )
+        sampler, val_batch, a.out, config=a.config, steps=a.steps, cpu_budget=a.cpu_budget,
+        lr=a.lr, init_from=a.init_from, decoder_only=a.decoder_only,
+    )  # fmt: skip
     print(json.dumps({"steps": result["steps"], "val": result["history"][-1]}))
     return 0
 

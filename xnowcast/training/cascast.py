@@ -76,6 +76,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from xnowcast.errors import ModelError
 from xnowcast.models.cascast import CasCast, build_cascast
 from xnowcast.training.averaging import WeightAverage
 from xnowcast.training.data import CropBatch, SequenceCropSampler
@@ -95,6 +96,7 @@ __all__ = [
     "lineage_cpu_seconds",
     "load_autoencoder",
     "main",
+    "replace_decoder",
     "sample_scores",
     "train_cascast",
     "validation_loss",
@@ -158,6 +160,52 @@ def load_autoencoder(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     record = {"file": Path(path).name, "sha256": file_sha256(path),
               "steps": training.get("steps"), "cpu_time_s": training.get("cpu_time_s")}  # fmt: skip
     return state, record
+
+
+def replace_decoder(
+    cascast_path: str | Path, autoencoder_path: str | Path, dest: str | Path
+) -> dict[str, Any]:
+    """Write ``dest``: the cascast of ``cascast_path`` with the decoder of ``autoencoder_path``.
+
+    Only a decoder trained with the cascast's own encoder frozen can be swapped in
+    (``python -m xnowcast.training.autoencoder --init-from CASCAST --decoder-only``): the
+    latents the denoiser was trained on stay the same.  The file's record names the new
+    autoencoder, adds its CPU time to the lineage, and moves the scores measured with
+    the old decoder to ``scores["before_decoder_replaced"]`` (they no longer describe it).
+    Returns the new file's metadata.
+    """
+    state, meta = load_state_dict(cascast_path)
+    decoder_state, ae_meta = load_state_dict(autoencoder_path)
+    head = "autoencoder."
+    mine = {k[len(head) :]: v for k, v in state.items() if k.startswith(head)}
+    if not mine:
+        raise ModelError(f"{cascast_path} holds no autoencoder.* tensors: not a cascast file")
+    changed = [
+        k for k in mine if k.startswith("encoder.") and not torch.equal(mine[k], decoder_state[k])
+    ]
+    if changed or set(mine) != set(decoder_state):
+        raise ModelError(
+            f"the autoencoder in {autoencoder_path} does not have the encoder of "
+            f"{cascast_path} (the denoiser works in that encoder's latents): train the decoder "
+            f"with python -m xnowcast.training.autoencoder --init-from {cascast_path} "
+            f"--decoder-only"
+        )
+    for key, value in decoder_state.items():
+        state[head + key] = value
+    training = dict(meta.get("training") or {})
+    ae_training = dict(ae_meta.get("training") or {})
+    record = {"file": Path(autoencoder_path).name, "sha256": file_sha256(autoencoder_path),
+              **{k: ae_training.get(k) for k in ("steps", "cpu_time_s", "trained", "loss",
+                                                 "initialised_from", "curve")}}  # fmt: skip
+    training["decoder_replaced"] = {"autoencoder_before": training.get("autoencoder"), "by": record}
+    training["autoencoder"] = record
+    lineage = training.get("cpu_time_lineage_s")
+    if lineage is not None:
+        training["cpu_time_lineage_s"] = round(float(lineage) + float(record["cpu_time_s"] or 0), 1)
+    scores = dict(meta.get("scores") or {})
+    new_meta = {**meta, "training": training, "scores": {"before_decoder_replaced": scores}}
+    save_weights(state, dest, new_meta)
+    return new_meta
 
 
 def lineage_cpu_seconds(cpu: float, parent: dict[str, Any], autoencoder: dict[str, Any]) -> float:
