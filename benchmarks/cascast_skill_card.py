@@ -270,6 +270,21 @@ def _lineage(training: dict) -> str:
     return text
 
 
+def _autoencoder_text(ae: dict) -> str:
+    """How the weights' frame autoencoder was trained (its decoder may have trained on later)."""
+    if ae.get("trained") == "decoder (encoder frozen)":
+        first = ae.get("initialised_from") or {}
+        return (
+            f"The frame autoencoder's encoder had {first.get('steps', '?')} steps and stayed "
+            f"frozen since; its decoder was then trained on for {ae.get('steps', '?')} steps "
+            f"({ae.get('cpu_time_s', '?')} CPU-s) with the encoder frozen "
+            f"(``{ae.get('file', '?')}``), so the denoiser's latents are unchanged"
+        )
+    return (
+        f"The frozen frame autoencoder ``{ae.get('file', '?')}`` had {ae.get('steps', '?')} steps"
+    )
+
+
 def write_docs(results: list[dict], a: argparse.Namespace) -> None:
     """docs/cascast_skill_card.rst from the results and the weights' training record."""
     name, meta = _weights_metadata(a.weights)
@@ -288,8 +303,8 @@ def write_docs(results: list[dict], a: argparse.Namespace) -> None:
         f"Weights ``{name}``: the CasFormer denoiser after {training.get('steps', '?')} steps "
         f"({training.get('cpu_time_s', '?')} CPU-s), batch {training.get('batch_size', '?')} "
         f"crops of {training.get('crop', '?')} px, learning rate {training.get('lr', '?')}, "
-        f"on {', '.join(training.get('events', []))}; RMI 2021-07-04 held out.  The frozen "
-        f"frame autoencoder ``{ae.get('file', '?')}`` had {ae.get('steps', '?')} steps; "
+        f"on {', '.join(training.get('events', []))}; RMI 2021-07-04 held out.  "
+        f"{_autoencoder_text(ae)}; "
         f"{float(training.get('cpu_time_lineage_s', 'nan')) / 3600:.2f} CPU-hours in all.  "
         f"Exported weights: the {training.get('weights', 'last step')}.{_lineage(training)}",
         f"Members' amplitude from the backbone above ``anchor_sigma`` = "
