@@ -563,7 +563,7 @@ SPEC = register(
         weights={
             "small": WeightsFile(
                 "cascast-small.safetensors",
-                "0821b71a9815d121d3b84b0791c4c95ed2bde69c325263f38344d5e2e455ee17",
+                "4f22ccdcb537793ed1dab4de740aa1867cd845ee8d29433a6af85d534098c27f",
             )
         },
         default_weights="small",

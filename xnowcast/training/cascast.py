@@ -195,8 +195,9 @@ def replace_decoder(
     training = dict(meta.get("training") or {})
     ae_training = dict(ae_meta.get("training") or {})
     record = {"file": Path(autoencoder_path).name, "sha256": file_sha256(autoencoder_path),
-              **{k: ae_training.get(k) for k in ("steps", "cpu_time_s", "trained", "loss",
-                                                 "initialised_from", "curve")}}  # fmt: skip
+              **{k: ae_training.get(k) for k in ("steps", "cpu_time_s", "trained", "loss", "lr",
+                                                 "batch_size", "crop", "events", "augment",
+                                                 "initialised_from", "curve", "commit")}}  # fmt: skip
     training["decoder_replaced"] = {"autoencoder_before": training.get("autoencoder"), "by": record}
     training["autoencoder"] = record
     lineage = training.get("cpu_time_lineage_s")
