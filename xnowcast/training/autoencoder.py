@@ -101,15 +101,17 @@ def train_autoencoder(
     checkpoint_every: int = 50,
     init_from: str | Path | None = None,
     decoder_only: bool = False,
+    spectral_weight: float = 0.1,
 ) -> dict[str, Any]:
     """Train (or resume, when ``out_dir`` holds a checkpoint) the frame autoencoder.
 
     ``init_from``: start from the autoencoder of this autoencoder or cascast file (its
     config replaces ``config``); ``decoder_only``: train the decoder alone, the encoder
-    frozen (needs ``init_from``).  Returns ``steps``, ``cpu_time`` and ``history``; the
-    last model is written to ``out_dir/autoencoder.safetensors`` with its recipe and
-    held-out scores (and, for a cascast ``init_from`` with ``decoder_only``, that cascast
-    with the new decoder to ``out_dir/cascast.safetensors``).
+    frozen (needs ``init_from``); ``spectral_weight``: that of the loss's spectral
+    term.  Returns ``steps``, ``cpu_time`` and ``history``; the last model is written to
+    ``out_dir/autoencoder.safetensors`` with its recipe and held-out scores (and, for a
+    cascast ``init_from`` with ``decoder_only``, that cascast with the new decoder to
+    ``out_dir/cascast.safetensors``).
     """
     from xnowcast.training.cascast import load_autoencoder, replace_decoder
 
@@ -152,7 +154,9 @@ def train_autoencoder(
         if step % val_every == 0:
             validation()
         batch = dihedral(sampler.sample(batch_size), rng)
-        loss, parts = autoencoder_loss(model, _frames(batch), generator=rng)
+        loss, parts = autoencoder_loss(
+            model, _frames(batch), generator=rng, spectral_weight=spectral_weight
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -167,7 +171,8 @@ def train_autoencoder(
     curve = [{"step": h["step"], **h["val"]} for h in history if "val" in h]
     training = {
         "model": "frame_autoencoder",
-        "loss": "L1 of log1p(R)/log1p(max_rate) + 0.1 log-amplitude spectral L1 + 1e-4 KL",
+        "loss": f"L1 of log1p(R)/log1p(max_rate) + {spectral_weight:g} log-amplitude spectral "
+        "L1 + 1e-4 KL",
         "trained": "decoder (encoder frozen)" if decoder_only else "encoder and decoder",
         "steps": step,
         "cpu_time_s": round(cpu, 1),
@@ -209,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--init-from", help="an autoencoder or cascast file to start from")
     p.add_argument("--decoder-only", action="store_true", help="freeze the encoder")
+    p.add_argument("--spectral-weight", type=float, default=0.1)
     a = p.parse_args(argv)
     root, holdout = Path(a.data_root), "rmi-20210704"
     train = {n: open_radar(root / EVENTS[n]) for n in EVENTS if n != holdout}
@@ -219,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = train_autoencoder(
         sampler, val_batch, a.out, config=a.config, steps=a.steps, cpu_budget=a.cpu_budget,
         lr=a.lr, init_from=a.init_from, decoder_only=a.decoder_only,
+        spectral_weight=a.spectral_weight,
     )  # fmt: skip
     print(json.dumps({"steps": result["steps"], "val": result["history"][-1]}))
     return 0
