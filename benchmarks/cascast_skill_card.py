@@ -271,17 +271,22 @@ def _lineage(training: dict) -> str:
 
 
 def _autoencoder_text(ae: dict) -> str:
-    """How the weights' frame autoencoder was trained (its decoder may have trained on later)."""
-    if ae.get("trained") == "decoder (encoder frozen)":
-        first = ae.get("initialised_from") or {}
-        return (
-            f"The frame autoencoder's encoder had {first.get('steps', '?')} steps and stayed "
-            f"frozen since; its decoder was then trained on for {ae.get('steps', '?')} steps "
-            f"({ae.get('cpu_time_s', '?')} CPU-s) with the encoder frozen "
-            f"(``{ae.get('file', '?')}``), so the denoiser's latents are unchanged"
-        )
+    """How the weights' frame autoencoder was trained (its decoder may have trained on later,
+    perhaps in several runs, each recorded in the next one's ``initialised_from``)."""
+    runs = []
+    while ae.get("trained") == "decoder (encoder frozen)":
+        runs.append(ae)
+        ae = ae.get("initialised_from") or {}
+    if not runs:
+        return f"The frozen frame autoencoder ``{ae.get('file', '?')}`` had {ae.get('steps', '?')} steps"
+    later = " then ".join(
+        f"{r.get('steps', '?')} steps ({r.get('cpu_time_s', '?')} CPU-s; {r.get('loss', '?')})"
+        for r in reversed(runs)
+    )
     return (
-        f"The frozen frame autoencoder ``{ae.get('file', '?')}`` had {ae.get('steps', '?')} steps"
+        f"The frame autoencoder's encoder had {ae.get('steps', '?')} steps and stayed frozen "
+        f"since; its decoder was then trained on with the encoder frozen for {later}, so the "
+        "denoiser's latents are unchanged"
     )
 
 
