@@ -563,7 +563,7 @@ SPEC = register(
         weights={
             "small": WeightsFile(
                 "cascast-small.safetensors",
-                "4f22ccdcb537793ed1dab4de740aa1867cd845ee8d29433a6af85d534098c27f",
+                "c4f2362eae618fc5057b06a2cb63e7df46920305102be6502a95bfc6adef0134",
             )
         },
         default_weights="small",
