@@ -333,6 +333,42 @@ def test_a_cascast_gets_a_longer_trained_decoder_and_keeps_its_latents(
     save_weights(build_frame_autoencoder("tiny").state_dict(), other, {"config": "tiny"})
     with pytest.raises(ModelError, match="--decoder-only"):
         replace_decoder(source, other, tmp_path / "refused.safetensors")
+    partial = dict(load_state_dict(tmp_path / "d" / "autoencoder.safetensors")[0])
+    partial.pop(next(k for k in partial if k.startswith("decoder.")))
+    save_weights(partial, tmp_path / "partial.safetensors", {"config": "tiny"})
+    with pytest.raises(ModelError, match="--decoder-only"):  # not a KeyError
+        replace_decoder(source, tmp_path / "partial.safetensors", tmp_path / "refused.safetensors")
     assert not (tmp_path / "refused.safetensors").exists()
+
+    # a second decoder run on the first one's cascast: the CPU time of both is the lineage
+    second = train_autoencoder(ae_sampler, ae_val, tmp_path / "e2", steps=2, lr=3e-3,
+                               val_every=2, init_from=tmp_path / "d" / "cascast.safetensors",
+                               decoder_only=True)  # fmt: skip
+    _, second_meta = load_state_dict(tmp_path / "e2" / "autoencoder.safetensors")
+    first_cpu = training["autoencoder"]["cpu_time_s"]
+    assert second_meta["training"]["cpu_time_lineage_s"] == pytest.approx(
+        round(second["cpu_time"], 1) + first_cpu, abs=0.2
+    )
+    assert (
+        second_meta["training"]["initialised_from"]["initialised_from"]["sha256"]
+        == (parent_meta["training"]["autoencoder"]["sha256"])
+    )
     with pytest.raises(ModelError, match="give init_from"):
         train_autoencoder(ae_sampler, ae_val, tmp_path / "e", steps=1, decoder_only=True)
+
+
+def test_a_decoder_run_counts_the_cpu_time_of_every_run_before_it() -> None:
+    """The shipped file's chain: 450 steps (150 CPU-s), then two decoder runs (1,500 and 600):
+    a run on top of it adds its own time to all three, not only to the last one's."""
+    from xnowcast.training.autoencoder import _lineage_cpu_seconds
+
+    first = {"steps": 450, "cpu_time_s": 150.0}
+    second = {
+        "trained": "decoder (encoder frozen)",
+        "cpu_time_s": 1500.0,
+        "initialised_from": first,
+    }
+    third = {"trained": "decoder (encoder frozen)", "cpu_time_s": 600.0, "initialised_from": second}
+    assert _lineage_cpu_seconds(third) == 2250.0
+    assert _lineage_cpu_seconds({**third, "cpu_time_lineage_s": 3000.0}) == 3000.0
+    assert _lineage_cpu_seconds({}) == 0.0

@@ -69,6 +69,15 @@ def band_power_ratio(a: torch.Tensor, b: torch.Tensor, band: tuple[float, float]
     return float(pa / pb.clamp_min(1e-12))
 
 
+def _lineage_cpu_seconds(record: dict[str, Any]) -> float:
+    """CPU seconds behind an autoencoder record: its own run's and those it started from."""
+    if record.get("cpu_time_lineage_s") is not None:
+        return float(record["cpu_time_lineage_s"])
+    parent = record.get("initialised_from")
+    earlier = _lineage_cpu_seconds(parent) if isinstance(parent, dict) else 0.0
+    return float(record.get("cpu_time_s") or 0.0) + earlier
+
+
 @torch.no_grad()
 def validate_autoencoder(model: FrameAutoencoder, batch: CropBatch) -> dict[str, float]:
     """Reconstruction of the held-out frames: MAE (mm/h), spectral distance, 4-16 km power."""
@@ -186,7 +195,7 @@ def train_autoencoder(
     }
     if parent:
         training["initialised_from"] = parent
-        training["cpu_time_lineage_s"] = round(cpu + float(parent.get("cpu_time_s") or 0), 1)
+        training["cpu_time_lineage_s"] = round(cpu + _lineage_cpu_seconds(parent), 1)
     scores = curve[-1] if curve else {}
     save_weights(
         model.state_dict(),

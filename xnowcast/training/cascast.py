@@ -180,10 +180,10 @@ def replace_decoder(
     mine = {k[len(head) :]: v for k, v in state.items() if k.startswith(head)}
     if not mine:
         raise ModelError(f"{cascast_path} holds no autoencoder.* tensors: not a cascast file")
-    changed = [
-        k for k in mine if k.startswith("encoder.") and not torch.equal(mine[k], decoder_state[k])
-    ]
-    if changed or set(mine) != set(decoder_state):
+    same_keys = set(mine) == set(decoder_state)
+    if not same_keys or any(
+        not torch.equal(mine[k], decoder_state[k]) for k in mine if k.startswith("encoder.")
+    ):
         raise ModelError(
             f"the autoencoder in {autoencoder_path} does not have the encoder of "
             f"{cascast_path} (the denoiser works in that encoder's latents): train the decoder "
