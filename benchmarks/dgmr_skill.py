@@ -82,10 +82,10 @@ def block_mean(x: np.ndarray, known: np.ndarray, k: int) -> tuple[np.ndarray, np
     )
 
 
-def crps_members(f: np.ndarray, o: np.ndarray) -> np.ndarray:
+def crps_members(f: np.ndarray, o: np.ndarray, fair: bool = False) -> np.ndarray:
     from xnowcast.training.gan_validation import crps_ensemble
 
-    return crps_ensemble(f, o)
+    return crps_ensemble(f, o, fair=fair)
 
 
 def score_init(
@@ -121,6 +121,7 @@ def score_init(
             scores.add("fss_num", t, np.sum((pf - po) ** 2))
             scores.add("fss_den", t, np.sum(pf**2 + po**2))
         scores.add("crps1", t, crps_members(fk, ok).sum())
+        scores.add("crps1_fair", t, crps_members(fk, ok, fair=True).sum())
         scores.add("n1", t, n)
         for k in (4, 16):
             fb, kb = block_mean(f, np.broadcast_to(kn, f.shape), k)
@@ -168,6 +169,7 @@ def summary(s: Scores) -> dict[str, list[float]]:
         out["fss_1"] = (1 - s.get("fss_num") / s.get("fss_den")).tolist()
         for k in (1, 4, 16):
             out[f"crps_{k}km"] = (s.get(f"crps{k}") / s.get(f"n{k}")).tolist()
+        out["crps_fair_1km"] = (s.get("crps1_fair") / s.get("n1")).tolist()
         out["spread_skill"] = np.sqrt(s.get("var") / s.get("sq_err")).tolist()
         out["volume_ratio"] = (s.get("vol_f") / s.get("vol_o")).tolist()
         out["area_ratio_1"] = (s.get("area_f") / s.get("area_o")).tolist()
@@ -290,7 +292,10 @@ def _f(x: float) -> str:
     return "-" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
 
-def _leads(values: list[float]) -> str:
+def _leads(values: list[float] | None) -> str:
+    """A score at 30/60/90 min; ``-`` where a card written before it had none."""
+    if values is None:
+        return "-/-/-"
     return "/".join(_f(values[lead - 1]) for lead in LEADS)
 
 
@@ -299,6 +304,7 @@ ROWS = [
     *[(f"CSI {t:g} mm/h freq.-matched", f"csi_fm_{t:g}") for t in THRESHOLDS],
     (f"FSS 1 mm/h, {FSS_WINDOW} km", "fss_1"),
     ("CRPS pixel (mm/h)", "crps_1km"),
+    ("CRPS pixel, fair estimator", "crps_fair_1km"),
     ("CRPS 4 km", "crps_4km"),
     ("CRPS 16 km", "crps_16km"),
     ("spread/skill", "spread_skill"),
@@ -314,7 +320,7 @@ def table(result: dict) -> list[list[str]]:
     names = list(result["scores"])
     rows = [["score (30/60/90 min)", *names]]
     for label, key in ROWS:
-        rows.append([label, *(_leads(result["scores"][n][key]) for n in names)])
+        rows.append([label, *(_leads(result["scores"][n].get(key)) for n in names)])
     rows.append(
         ["first-step jump", *(_f(result["scores"][n]["first_step_jump"][0]) for n in names)]
     )

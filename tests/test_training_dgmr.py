@@ -159,6 +159,9 @@ def test_crps_of_an_ensemble() -> None:
     # E|X-y| = 1, E|X-X'| = (0 + 2 + 2 + 0)/4 = 1 -> CRPS = 1 - 0.5
     assert gan_validation.crps_ensemble(members, obs)[0] == pytest.approx(0.5)
     assert gan_validation.crps_ensemble(np.array([[4.0]]), obs)[0] == pytest.approx(2.0)
+    # fair: E|X-X'| over the 2 distinct pairs = 2 -> CRPS = 1 - 1; one member: its error
+    assert gan_validation.crps_ensemble(members, obs, fair=True)[0] == pytest.approx(0.0)
+    assert gan_validation.crps_ensemble(np.array([[4.0]]), obs, fair=True)[0] == pytest.approx(2.0)
 
 
 def test_validation_scores_of_known_forecasts() -> None:

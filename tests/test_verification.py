@@ -153,7 +153,7 @@ def test_verify_is_lazy_on_chunked_input_and_equals_eager(storm):
     fc = persistence(storm, [2, 5, 7], steps=4, members=3)
     fc = fc + xr.DataArray([0.0, 0.4, -0.3], dims="member")
     fc.attrs = dict(storm.attrs)
-    metrics = ["csi", "hss", "pod", "far", "fbias", "ets", "crps"]
+    metrics = ["csi", "hss", "pod", "far", "fbias", "ets", "crps", "crps_fair"]
     metrics += ["mse", "mae", "rmse", "bias", "fss", "ssim"]
     storm_d = storm.where(storm.y > storm.y[3]).chunk({"time": 3, "y": 20, "x": 18})
     fc_d = fc.chunk({"init_time": 1, "y": 20, "x": 18})
@@ -172,7 +172,7 @@ def test_crps_of_a_deterministic_forecast_is_its_mae(storm):
 def test_identical_members_score_like_the_deterministic_forecast(storm):
     det = persistence(storm, [2], steps=3)
     ens = persistence(storm, [2], steps=3, members=2)
-    names = ["csi", "fss", "rmse", "crps"]
+    names = ["csi", "fss", "rmse", "crps", "crps_fair"]
     xr.testing.assert_allclose(verify(ens, storm, names), verify(det, storm, names))
 
 
@@ -280,6 +280,29 @@ def rmi_ensemble(rmi):
     fc.attrs = dict(obs.attrs)
     assert np.isnan(obs).any() and (obs >= 8).any()
     return fc, obs
+
+
+def test_crps_and_fair_crps_equal_the_scores_package_on_real_data(rmi_ensemble):
+    from scores.probability import crps_for_ensemble
+
+    fc, obs = rmi_ensemble
+    scores = verify(fc, obs, ["crps", "crps_fair"], scales=[1, 4])
+    pair_ok = fc.notnull().all("member") & align_observations(fc, obs).notnull()
+    for scale in (1, 4):
+        f = fc.where(pair_ok).coarsen(y=scale, x=scale).reduce(np.mean)  # NaN propagates
+        o = align_observations(fc, obs).where(pair_ok).coarsen(y=scale, x=scale).reduce(np.mean)
+        known = f.notnull().all("member") & o.notnull()
+        f = f.where(known, 0.0).stack(p=("init_time", "y", "x"))
+        o = o.where(known, 0.0).stack(p=("init_time", "y", "x"))
+        w = known.stack(p=("init_time", "y", "x"))
+        for name, method in (("crps", "ecdf"), ("crps_fair", "fair")):
+            point = crps_for_ensemble(f, o, "member", method=method, preserve_dims="all")
+            ref = (point * w).sum("p") / w.sum("p")
+            got = scores[name].sel(scale=scale)
+            np.testing.assert_allclose(got, ref.transpose(*got.dims), rtol=1e-7, err_msg=name)
+    # two members: the fair estimator credits their spread twice as much
+    assert (scores.crps_fair < scores.crps).all()
+    assert scores.crps_fair.attrs["units"] == scores.crps.attrs["units"]
 
 
 @pytest.mark.parametrize("pooling", ["avg", "max"])

@@ -12,7 +12,7 @@ is lazy on dask input.  This package never imports torch at import time
 module             scores
 =================  ==========================================================
 ``categorical``    CSI, HSS, POD, FAR, frequency bias, ETS (``xskillscore.Contingency``)
-``continuous``     MSE, MAE, RMSE, mean error, CRPS (``xskillscore.crps_ensemble``)
+``continuous``     MSE, MAE, RMSE, mean error, CRPS (``xskillscore.crps_ensemble``), fair CRPS
 ``spatial``        fractions skill score, average/max pooling
 ``structural``     SSIM (FC-ZSM paper)
 ``learned``        the AtmoDist distance of a self-supervised radar encoder (torch, at call time)

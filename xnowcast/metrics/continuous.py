@@ -53,6 +53,7 @@ def crps(
     dim: Dims = None,
     *,
     member_dim: Hashable = "member",
+    fair: bool = False,
 ) -> xr.DataArray:
     """Continuous ranked probability score of an ensemble, averaged over ``dim``.
 
@@ -60,6 +61,12 @@ def crps(
     members, ``E|X - y| - E|X - X'| / 2``).  A forecast without ``member_dim`` is
     a one-member ensemble, whose CRPS is the mean absolute error.  A point is
     left out when the observation or any member is missing.
+
+    ``fair=True`` gives the fair CRPS (Ferro 2014): ``E|X - X'|`` averaged over the
+    ``M (M - 1)`` pairs of distinct members, not all ``M^2``.  It estimates without
+    bias the CRPS of the distribution the members are drawn from, so it compares
+    ensembles of few members fairly; the default estimator rewards an ensemble that
+    is too narrow by up to ``E|X - X'| / (2 M)``.  One member: the MAE either way.
     """
     if member_dim not in forecast.dims:
         forecast = forecast.expand_dims({member_dim: 1})
@@ -73,8 +80,25 @@ def crps(
         member_dim=str(member_dim),
         dim=[],
     )
+    m = forecast.sizes[member_dim]
+    if fair and m > 1:
+        pairs = xr.apply_ufunc(
+            _mean_pair_distance,
+            forecast.where(known, 0.0),
+            input_core_dims=[[member_dim]],
+            dask="parallelized",
+            output_dtypes=[np.float64],
+        )
+        point = point - pairs / (2 * (m - 1))
     reduce = [d for d in (_reduce(dim) or point.dims) if d != member_dim]
     return point.astype(np.float64).where(known).mean(reduce, skipna=True)
+
+
+def _mean_pair_distance(members: np.ndarray) -> np.ndarray:
+    """``sum_ij |x_i - x_j| / M^2`` over the last axis, from the sorted members."""
+    m = members.shape[-1]
+    weights = 2.0 * np.arange(1, m + 1) - m - 1
+    return 2.0 * (np.sort(members, axis=-1) * weights).sum(axis=-1) / (m * m)
 
 
 def _reduce(dim: Dims) -> list[Hashable] | None:

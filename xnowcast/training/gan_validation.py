@@ -31,14 +31,23 @@ __all__ = [
 ]
 
 
-def crps_ensemble(members: np.ndarray, obs: np.ndarray) -> np.ndarray:
-    """CRPS of an ensemble ``(M, ...)`` against ``obs`` per point (the energy form)."""
+def crps_ensemble(members: np.ndarray, obs: np.ndarray, fair: bool = False) -> np.ndarray:
+    """CRPS of an ensemble ``(M, ...)`` against ``obs`` per point (the energy form).
+
+    ``fair=True`` gives the fair estimator (Ferro 2014): the mean pairwise distance over
+    the ``M (M - 1)`` distinct pairs instead of all ``M^2``, an unbiased estimate of the
+    CRPS of the distribution the members are drawn from.  The default (that of
+    ``xskillscore.crps_ensemble``) favours too narrow ensembles when ``M`` is small.
+    One member has no pairs: both give its absolute error.
+    """
     m = members.shape[0]
     skill = np.abs(members - obs[None]).mean(axis=0)
     srt = np.sort(members, axis=0)
     # E|X - X'| from sorted members: sum_i (2i - m - 1) x_(i) * 2 / m^2
     k = (2 * np.arange(1, m + 1) - m - 1).reshape((m,) + (1,) * (members.ndim - 1))
     spread = 2.0 * (k * srt).sum(axis=0) / (m * m)
+    if fair and m > 1:
+        spread = spread * m / (m - 1)
     return skill - 0.5 * spread
 
 

@@ -44,6 +44,7 @@ Length = int | str | pint.Quantity
 Forecast = xr.DataArray | xr.Dataset
 THRESHOLD, SCALE, WINDOW = "threshold", "scale", "window"
 _CONTINUOUS = ("mse", "mae", "rmse", "bias")
+_CRPS = ("crps", "crps_fair")
 _WHOLE_FIELD = ("fss", "ssim", "atmodist", "semivariogram_ratio")
 #: Reflectivity is scored in this rain rate by the amount scores (errors, CRPS).
 RAIN_RATE = "mm h-1"
@@ -93,7 +94,7 @@ def verify(
         They are converted to the forecast's units when these differ.
     metrics
         Names from :func:`xnowcast.metrics.available_metrics`: ``csi``, ``hss``,
-        ``pod``, ``far``, ``fbias``, ``ets``, ``crps``, ``mse``, ``mae``,
+        ``pod``, ``far``, ``fbias``, ``ets``, ``crps``, ``crps_fair``, ``mse``, ``mae``,
         ``rmse``, ``bias``, ``fss``, ``ssim``, ``atmodist`` (the learned distance of a
         self-supervised radar encoder, computed in mm/h: 0 for identical fields, 1 for
         radar fields an hour apart; see :mod:`xnowcast.metrics.learned`),
@@ -274,7 +275,7 @@ def _verify_one(
     # errors and CRPS of reflectivity are computed in rain rate
     amount_units = units
     amount_fc, amount_obs = fc, aligned
-    if (continuous or "crps" in wanted) and unit_kind(units) in ("dbz", "linear_z"):
+    if (continuous or set(_CRPS) & set(wanted)) and unit_kind(units) in ("dbz", "linear_z"):
         amount_units = RAIN_RATE
         amount_fc = convert_dataarray(fc, RAIN_RATE, time_step=step)
         amount_obs = convert_dataarray(aligned, RAIN_RATE, time_step=step)
@@ -316,15 +317,16 @@ def _verify_one(
                 pooling, space, deterministic,
             )
         )  # fmt: skip
-    if "crps" in wanted:
+    for name in (n for n in _CRPS if n in wanted):
         fc_m, obs_m = mask_pair(amount_fc, amount_obs, member)
         values = []
         for cells in scale_cells:
             pooled_fc = pool(fc_m, cells, spatial_dims=space, how=pooling)
             pooled_obs = pool(obs_m, cells, spatial_dims=space, how=pooling)
             dims = [d for d in reduce if d != member]
-            values.append(crps(pooled_fc, pooled_obs, dims, member_dim=member or cv.MEMBER))
-        out["crps"] = xr.concat(values, dim=coords[SCALE], coords="minimal")
+            member_dim, fair = member or cv.MEMBER, name == "crps_fair"
+            values.append(crps(pooled_fc, pooled_obs, dims, member_dim=member_dim, fair=fair))
+        out[name] = xr.concat(values, dim=coords[SCALE], coords="minimal")
     if "ssim" in wanted:
         fc_m, obs_m = mask_pair(fc, aligned, member)
         out["ssim"] = _ssim(fc_m, obs_m, space, deterministic, ssim_window, ssim_data_range)
@@ -347,7 +349,7 @@ def _verify_one(
     for info in infos:
         da = out[info.name]
         da = da.transpose(*_order(da.dims))
-        amount = info.name in _CONTINUOUS or info.name == "crps"
+        amount = info.name in _CONTINUOUS or info.name in _CRPS
         da.attrs = info.cf_attrs(amount_units if amount else units)
         if amount and amount_units != units:
             da.attrs["comment"] = (
