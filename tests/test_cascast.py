@@ -167,6 +167,7 @@ def test_shipped_weights_say_how_they_were_trained_and_forecast_the_sample(
     assert training["cpu_time_lineage_s"] >= 4 * 3600  # issue 15: at least 4 CPU-hours
     assert meta["config"]["anchor_sigma"] == 16.0  # the file says how it forecasts
     assert meta["config"]["motion_perturbation"] == 0.5
+    assert meta["config"]["temperature"] == 1.1  # chosen on the training events (RESULTS 15p)
     ae = training["autoencoder"]  # its decoder trained on after the denoiser, encoder frozen
     assert ae["trained"] == "decoder (encoder frozen)" and ae["steps"] > 0
     assert "rmi-20210704" not in ae["events"] and ae["initialised_from"]["steps"] > 0
