@@ -149,6 +149,10 @@ def test_fair_crps_matches_scores_on_numpy_and_dask_and_skips_missing():
     lazy = m.crps(fc.chunk({"y": 7}), obs.chunk({"y": 7}), ("y", "x"), fair=True)
     assert lazy.chunks is not None  # stays lazy on dask input
     assert float(lazy) == pytest.approx(float(ref), rel=1e-10)
+    # members in chunks of their own (computed apart), both estimators
+    per_member = fc.chunk({"member": 1})
+    assert float(m.crps(per_member, obs, ("y", "x"), fair=True)) == pytest.approx(float(ref))
+    assert float(m.crps(per_member, obs, ("y", "x"))) == pytest.approx(float(m.crps(fc, obs)))
 
     holes = obs.where(obs.x > 4)
     keep = obs.x > 4

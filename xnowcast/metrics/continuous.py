@@ -70,6 +70,8 @@ def crps(
     """
     if member_dim not in forecast.dims:
         forecast = forecast.expand_dims({member_dim: 1})
+    if forecast.chunks is not None:  # members computed apart: score them together
+        forecast = forecast.chunk({member_dim: -1})
     forecast, observations = xr.broadcast(forecast, observations, exclude=[member_dim])
     known = joint_mask(forecast, observations, member_dim)
     # score filled fields point by point, then drop the unknown points from the mean
