@@ -235,7 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(a.threads)
     systems = {n: (n, a.weights if n == "cascast" else "default") for n in a.systems}
+    if any("=" not in item for item in a.config):
+        p.error(f"--config takes KEY=VALUE pairs, got {a.config}")
     config = {k: json.loads(v) for k, v in (item.split("=", 1) for item in a.config)}
+    if a.store_card and (
+        "rmi-20210704" not in a.events
+        or not {"persistence", "extrapolation", "steps", "cascast"} <= set(a.systems)
+    ):
+        p.error("--store-card needs --events rmi-20210704 (the held-out event) and "
+                "persistence, extrapolation, steps and cascast among --systems")  # fmt: skip
     results = []
     for key in a.events:
         start = time.perf_counter()
@@ -254,11 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.docs:
         write_docs(results, a)
     if a.store_card:
-        held_out = [r for r in results if r["role"] == "held out"]
-        if not held_out or not {"persistence", "extrapolation", "steps"} <= set(a.systems):
-            raise SystemExit("--store-card needs the held-out event and persistence, "
-                             "extrapolation and steps among --systems")  # fmt: skip
-        store_card(held_out[0], a, config, a.store_card)
+        held_out = next(r for r in results if r["role"] == "held out")
+        store_card(held_out, a, config, a.store_card)
     return 0
 
 
