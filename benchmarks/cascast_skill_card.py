@@ -273,15 +273,9 @@ def store_card(result: dict, a: argparse.Namespace, config: dict, out: str) -> N
     The settings of ``--config`` join the file's ``config``, so that the file forecasts
     as it was scored; an earlier card moves to ``scores.earlier_heldout_cards``.
     """
-    from xnowcast.registry import get_spec, resolve_weights
     from xnowcast.weights import load_state_dict, save_weights
 
-    path = a.weights if Path(a.weights).is_file() else None
-    if path is None:
-        spec = get_spec("cascast", "nowcast")
-        name = spec.default_weights if a.weights == "default" else a.weights
-        path = resolve_weights(spec, name)[0]
-    state, meta = load_state_dict(path)
+    state, meta = load_state_dict(_weights_path(a.weights)[1])
     meta["config"] = {**meta.get("config", {}), **config}
     s = result["scores"]
 
@@ -319,16 +313,23 @@ def _config_text(results: list[dict]) -> str:
     return f" --config {pairs}" if pairs else ""
 
 
-def _weights_metadata(weights: str) -> tuple[str, dict]:
-    """Name and metadata of the scored cascast weights."""
+def _weights_path(weights: str) -> tuple[str, Path]:
+    """Name and file of the scored cascast weights (a file, or a name the registry knows)."""
     from xnowcast.registry import get_spec, resolve_weights
-    from xnowcast.weights import read_metadata
 
     if Path(weights).is_file():
-        return Path(weights).name, read_metadata(weights)
+        return Path(weights).name, Path(weights)
     spec = get_spec("cascast", "nowcast")
     name = spec.default_weights if weights == "default" else weights
-    return str(name), read_metadata(resolve_weights(spec, name)[0])
+    return str(name), Path(resolve_weights(spec, name)[0])
+
+
+def _weights_metadata(weights: str) -> tuple[str, dict]:
+    """Name and metadata of the scored cascast weights."""
+    from xnowcast.weights import read_metadata
+
+    name, path = _weights_path(weights)
+    return name, read_metadata(path)
 
 
 def _lineage(training: dict) -> str:

@@ -15,7 +15,7 @@ import xskillscore as xs
 
 from xnowcast.metrics._common import as_dims, joint_mask, mask_pair
 
-__all__ = ["crps", "mae", "mean_error", "mse", "rmse"]
+__all__ = ["crps", "mae", "mean_error", "mean_pair_distance", "mse", "rmse"]
 
 Dims = Hashable | Iterable[Hashable] | None
 
@@ -85,7 +85,7 @@ def crps(
     m = forecast.sizes[member_dim]
     if fair and m > 1:
         pairs = xr.apply_ufunc(
-            _mean_pair_distance,
+            mean_pair_distance,
             forecast.where(known, 0.0),
             input_core_dims=[[member_dim]],
             dask="parallelized",
@@ -96,8 +96,10 @@ def crps(
     return point.astype(np.float64).where(known).mean(reduce, skipna=True)
 
 
-def _mean_pair_distance(members: np.ndarray) -> np.ndarray:
-    """``sum_ij |x_i - x_j| / M^2`` over the last axis, from the sorted members."""
+def mean_pair_distance(members: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``sum_ij |x_i - x_j| / M^2`` over the ``M`` members along ``axis`` (the CRPS's
+    spread term, self-pairs included), in ``O(M log M)`` from the sorted members."""
+    members = np.moveaxis(members, axis, -1)
     m = members.shape[-1]
     weights = 2.0 * np.arange(1, m + 1) - m - 1
     return 2.0 * (np.sort(members, axis=-1) * weights).sum(axis=-1) / (m * m)

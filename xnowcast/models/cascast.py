@@ -214,8 +214,9 @@ class CasCast(NowcastModel):
         or dicts), ``schedule``, ``timesteps``, ``sampling_steps``, ``eta``,
         ``guidance``, ``temperature`` (the starting noise's standard deviation: 1 samples
         the model as trained; above 1 members with more small-scale power and spread;
-        0 the one deterministic sample; the shipped weights' config says 1.1), ``drop_prob`` (training), ``anchor_sigma`` (pixels; 0: the
-        decoded member as it is), ``motion_perturbation`` (the members' motion
+        0 the one deterministic sample; the shipped weights' config says 1.1),
+        ``drop_prob`` (training), ``anchor_sigma`` (pixels; 0: the decoded member as it
+        is), ``motion_perturbation`` (the members' motion
         perturbation, in units of the STEPS one; 0: every member on the same
         backbone; an extrapolation backbone only, other backbones have no motion to
         perturb and store 0) and ``grid_spacing_km``, ``time_step_minutes`` (used

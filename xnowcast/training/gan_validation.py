@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from xnowcast.metrics.continuous import mean_pair_distance
 from xnowcast.models.dgmr import Generator
 from xnowcast.training.data import CropBatch
 
@@ -42,10 +43,7 @@ def crps_ensemble(members: np.ndarray, obs: np.ndarray, fair: bool = False) -> n
     """
     m = members.shape[0]
     skill = np.abs(members - obs[None]).mean(axis=0)
-    srt = np.sort(members, axis=0)
-    # E|X - X'| from sorted members: sum_i (2i - m - 1) x_(i) * 2 / m^2
-    k = (2 * np.arange(1, m + 1) - m - 1).reshape((m,) + (1,) * (members.ndim - 1))
-    spread = 2.0 * (k * srt).sum(axis=0) / (m * m)
+    spread = mean_pair_distance(members, axis=0)
     if fair and m > 1:
         spread = spread * m / (m - 1)
     return skill - 0.5 * spread

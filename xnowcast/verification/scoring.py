@@ -317,16 +317,19 @@ def _verify_one(
                 pooling, space, deterministic,
             )
         )  # fmt: skip
-    for name in (n for n in _CRPS if n in wanted):
+    crps_names = [n for n in _CRPS if n in wanted]
+    if crps_names:
         fc_m, obs_m = mask_pair(amount_fc, amount_obs, member)
-        values = []
-        for cells in scale_cells:
+        dims = [d for d in reduce if d != member]
+        values: dict[str, list[xr.DataArray]] = {n: [] for n in crps_names}
+        for cells in scale_cells:  # pooled once for both estimators
             pooled_fc = pool(fc_m, cells, spatial_dims=space, how=pooling)
             pooled_obs = pool(obs_m, cells, spatial_dims=space, how=pooling)
-            dims = [d for d in reduce if d != member]
-            member_dim, fair = member or cv.MEMBER, name == "crps_fair"
-            values.append(crps(pooled_fc, pooled_obs, dims, member_dim=member_dim, fair=fair))
-        out[name] = xr.concat(values, dim=coords[SCALE], coords="minimal")
+            for name in crps_names:
+                values[name].append(crps(pooled_fc, pooled_obs, dims, member_dim=member or
+                                         cv.MEMBER, fair=name == "crps_fair"))  # fmt: skip
+        for name, per_scale in values.items():
+            out[name] = xr.concat(per_scale, dim=coords[SCALE], coords="minimal")
     if "ssim" in wanted:
         fc_m, obs_m = mask_pair(fc, aligned, member)
         out["ssim"] = _ssim(fc_m, obs_m, space, deterministic, ssim_window, ssim_data_range)
