@@ -62,9 +62,10 @@ CARD_ROWS = [*ROWS, ("power 4-16 km ratio", "power_ratio_4_16km")]
 
 
 def forecast(
-    da, model: str, weights: str, init, members: int, seed: int, config: dict | None = None
-) -> np.ndarray:
-    """``(M, 18, H, W)`` forecast of ``model`` from ``init`` through the public API.
+    da, model: str, weights: str, init, members: int, seed: int, config: dict | None = None,
+    steps: int = 18,
+) -> np.ndarray:  # fmt: skip
+    """``(M, steps, H, W)`` forecast of ``model`` from ``init`` through the public API.
 
     ``M`` is ``members`` for a stochastic model (seeded), else 1; ``weights`` goes
     to the models that have weights; ``config`` (settings over the weights' own) to
@@ -80,7 +81,7 @@ def forecast(
         extra.update(members=members, seed=seed)
     if config and model == "cascast":
         extra["config"] = config
-    fc = da.nowcast.predict(model=model, steps=18, init_time=init, progress=False, **extra)
+    fc = da.nowcast.predict(model=model, steps=steps, init_time=init, progress=False, **extra)
     if "member" not in fc.dims:
         fc = fc.expand_dims("member")
     return fc.transpose("member", "lead_time", "y", "x").values.astype(np.float32)

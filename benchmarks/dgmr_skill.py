@@ -91,13 +91,16 @@ def crps_members(f: np.ndarray, o: np.ndarray, fair: bool = False) -> np.ndarray
 def score_init(
     scores: Scores, fc: np.ndarray, obs: np.ndarray, known: np.ndarray, last: np.ndarray
 ) -> None:
-    """Add one init time: ``fc`` (M, 18, H, W), ``obs`` and ``known`` (18, H, W), ``last`` (H, W)."""
+    """Add one init time: ``fc`` (M, T, H, W), ``obs`` and ``known`` (T, H, W), ``last`` (H, W).
+
+    ``T`` is the number of lead times (18 on the cards; fewer on a shorter event).
+    """
     from scipy.ndimage import uniform_filter
 
     from xnowcast.training.gan_validation import band_power
 
     m = fc.shape[0]
-    for t in range(18):
+    for t in range(fc.shape[1]):
         kn, o = known[t], obs[t]
         f = fc[:, t]
         if not kn.any():

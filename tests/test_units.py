@@ -277,9 +277,9 @@ def test_convert_dataarray_keeps_coords_and_attrs() -> None:
     da = moving_storm(frames=3, shape=(8, 10))
     da.x.attrs["comment"] = "cell centres"
     before = copy.deepcopy(da)
-    out = convert_dataarray(da, "kg m-2 s-1")
+    out = convert_dataarray(da, "m s-1")  # the same quantity: only the units change
     xr.testing.assert_identical(da, before)  # the input is untouched
-    assert out.attrs["units"] == "kg m-2 s-1"
+    assert out.attrs["units"] == "m s-1"
     assert {k: v for k, v in out.attrs.items() if k != "units"} == {
         k: v for k, v in da.attrs.items() if k != "units"
     }
@@ -287,7 +287,43 @@ def test_convert_dataarray_keeps_coords_and_attrs() -> None:
     for name, coord in da.coords.items():
         xr.testing.assert_identical(out[name], coord)
     assert out.dtype == np.float32
-    np.testing.assert_allclose(out.values, da.values / 3600, rtol=1e-6)
+    np.testing.assert_allclose(out.values, da.values / 3.6e6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("to_units", "standard_name", "long_name"),
+    [
+        ("dBZ", "equivalent_reflectivity_factor", "equivalent radar reflectivity factor"),
+        ("kg m-2 s-1", "precipitation_flux", "precipitation flux"),
+        ("mm", "lwe_thickness_of_precipitation_amount", "precipitation amount over the time step"),
+        ("kg m-2", "precipitation_amount", "precipitation amount over the time step"),
+        ("Zmm", None, "equivalent radar reflectivity factor (linear)"),
+    ],
+)
+def test_convert_dataarray_names_the_new_quantity(
+    to_units: str, standard_name: str | None, long_name: str
+) -> None:
+    rain = moving_storm(frames=3, shape=(6, 6))
+    assert rain.attrs["standard_name"] == "rainfall_rate"
+    out = convert_dataarray(rain, to_units)
+    assert out.attrs.get("standard_name") == standard_name
+    assert out.attrs["long_name"] == long_name
+    assert f"converted from {rain.attrs['units']} to {to_units}" in out.attrs["comment"]
+    back = convert_dataarray(out, "mm/h")
+    assert (back.attrs["standard_name"], back.attrs["long_name"]) == ("rainfall_rate", "rain rate")
+
+
+def test_reflectivity_read_from_radar_becomes_a_cf_rain_rate(shared_data) -> None:
+    """FMI gives dBZ: in mm/h it is a rainfall_rate, and says which Z-R made it."""
+    from xnowcast.io import open_radar
+
+    fmi_reflectivity = open_radar(shared_data / "radar/fmi/pgm/20160928")["reflectivity"]
+    rate = convert_dataarray(fmi_reflectivity, "mm/h")
+    assert rate.attrs["standard_name"] == "rainfall_rate"
+    assert fmi_reflectivity.attrs["comment"] in rate.attrs["comment"]  # the reader's note stays
+    assert "Z = 200 R^1.6" in rate.attrs["comment"]
+    custom = convert_dataarray(fmi_reflectivity, "mm/h", zr=ZRRelation(300.0, 1.4))
+    assert "Z = 300 R^1.4" in custom.attrs["comment"]
 
 
 def test_convert_dataarray_stays_lazy_on_dask() -> None:

@@ -400,6 +400,10 @@ def convert_dataarray(
 ) -> Any:
     """A new DataArray in ``to_units``; coords and attrs kept, ``units`` updated.
 
+    When the quantity changes (reflectivity to rain rate, a rate to an accumulation),
+    its CF ``standard_name`` and ``long_name`` become the new quantity's and
+    ``comment`` says how it was converted (with the Z-R relation for reflectivity).
+
     Dask-backed input stays lazy.  For depth units without ``time_step`` the time
     step is read from a regular ``time`` coordinate.
     """
@@ -418,7 +422,36 @@ def convert_dataarray(
     )
     out = out.astype(np.result_type(da.dtype, np.float32), copy=False)
     out.attrs = {**da.attrs, "units": to_units}
+    from_kind, to_kind = unit_kind(src), unit_kind(to_units)
+    if from_kind != to_kind:
+        out.attrs.pop("standard_name", None)
+        out.attrs.update(_quantity_names(to_kind, to_units))
+        note = f"converted from {src} to {to_units}"
+        if {from_kind, to_kind} & {"dbz", "linear_z"}:
+            note += f" with Z = {zr.a:g} R^{zr.b:g} (Z in mm6 m-3, R in mm/h)"
+        out.attrs["comment"] = "; ".join(filter(None, [da.attrs.get("comment"), note]))
     return out
+
+
+def _quantity_names(kind: str, units: str) -> dict[str, str]:
+    """CF ``standard_name`` and ``long_name`` of a precipitation quantity of ``kind``.
+
+    A quantity converted to another kind (reflectivity to rain rate, say) must not keep
+    the names of the one it came from.  Linear reflectivity has no CF standard name.
+    """
+    if kind == "depth":
+        mass = parse_units(units).dimensionality == get_registry().Unit("kg m-2").dimensionality
+        name = "precipitation_amount" if mass else "lwe_thickness_of_precipitation_amount"
+        return {"standard_name": name, "long_name": "precipitation amount over the time step"}
+    return {
+        "rate": {"standard_name": "rainfall_rate", "long_name": "rain rate"},
+        "flux": {"standard_name": "precipitation_flux", "long_name": "precipitation flux"},
+        "dbz": {
+            "standard_name": "equivalent_reflectivity_factor",
+            "long_name": "equivalent radar reflectivity factor",
+        },
+        "linear_z": {"long_name": "equivalent radar reflectivity factor (linear)"},
+    }[kind]
 
 
 def _infer_step(da: Any) -> Any:
