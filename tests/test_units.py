@@ -313,6 +313,15 @@ def test_convert_dataarray_names_the_new_quantity(
     assert (back.attrs["standard_name"], back.attrs["long_name"]) == ("rainfall_rate", "rain rate")
 
 
+def test_convert_dataarray_drops_ranges_in_the_old_units() -> None:
+    rain = moving_storm(frames=2, shape=(4, 4)).assign_attrs(
+        valid_range=[0.0, 200.0], valid_min=0.0, valid_max=200.0, actual_range=[0.0, 9.0]
+    )
+    out = convert_dataarray(rain, "m s-1")
+    assert not {"valid_range", "valid_min", "valid_max", "actual_range"} & set(out.attrs)
+    assert rain.attrs["valid_max"] == 200.0  # the input keeps them
+
+
 def test_reflectivity_read_from_radar_becomes_a_cf_rain_rate(shared_data) -> None:
     """FMI gives dBZ: in mm/h it is a rainfall_rate, and says which Z-R made it."""
     from xnowcast.io import open_radar

@@ -400,7 +400,8 @@ def convert_dataarray(
 ) -> Any:
     """A new DataArray in ``to_units``; coords and attrs kept, ``units`` updated.
 
-    When the quantity changes (reflectivity to rain rate, a rate to an accumulation),
+    Attributes that give values in the old units (``valid_range``, ``valid_min``,
+    ``valid_max``, ``actual_range``) are dropped.  When the quantity changes (reflectivity to rain rate, a rate to an accumulation),
     its CF ``standard_name`` and ``long_name`` become the new quantity's and
     ``comment`` says how it was converted (with the Z-R relation for reflectivity).
 
@@ -421,7 +422,9 @@ def convert_dataarray(
         keep_attrs=True,
     )
     out = out.astype(np.result_type(da.dtype, np.float32), copy=False)
-    out.attrs = {**da.attrs, "units": to_units}
+    stale = _RANGE_ATTRS if str(src) != str(to_units) else ()
+    out.attrs = {k: v for k, v in da.attrs.items() if k not in stale}
+    out.attrs["units"] = to_units
     from_kind, to_kind = unit_kind(src), unit_kind(to_units)
     if from_kind != to_kind:
         out.attrs.pop("standard_name", None)
@@ -431,6 +434,10 @@ def convert_dataarray(
             note += f" with Z = {zr.a:g} R^{zr.b:g} (Z in mm6 m-3, R in mm/h)"
         out.attrs["comment"] = "; ".join(filter(None, [da.attrs.get("comment"), note]))
     return out
+
+
+#: Attributes that state values in the old units: a converted array drops them.
+_RANGE_ATTRS = ("valid_range", "valid_min", "valid_max", "actual_range")
 
 
 def _quantity_names(kind: str, units: str) -> dict[str, str]:
