@@ -36,12 +36,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MARSHALL_PALMER",
+    "QUANTITY_NAMES",
     "ZRRelation",
     "convert_dataarray",
     "convert_values",
     "dbz_to_rain_rate",
     "get_registry",
     "parse_units",
+    "quantity_names",
     "rain_rate_to_dbz",
     "to_data_units",
     "unit_kind",
@@ -401,8 +403,9 @@ def convert_dataarray(
     """A new DataArray in ``to_units``; coords and attrs kept, ``units`` updated.
 
     Attributes that give values in the old units (``valid_range``, ``valid_min``,
-    ``valid_max``, ``actual_range``) are dropped.  When the quantity changes (reflectivity to rain rate, a rate to an accumulation),
-    its CF ``standard_name`` and ``long_name`` become the new quantity's and
+    ``valid_max``, ``actual_range``) are dropped.  When the quantity changes
+    (reflectivity to rain rate, a rate to an accumulation), its CF ``standard_name``
+    and ``long_name`` become the new quantity's (:func:`quantity_names`) and
     ``comment`` says how it was converted (with the Z-R relation for reflectivity).
 
     Dask-backed input stays lazy.  For depth units without ``time_step`` the time
@@ -428,7 +431,7 @@ def convert_dataarray(
     from_kind, to_kind = unit_kind(src), unit_kind(to_units)
     if from_kind != to_kind:
         out.attrs.pop("standard_name", None)
-        out.attrs.update(_quantity_names(to_kind, to_units))
+        out.attrs.update(quantity_names(to_units))
         note = f"converted from {src} to {to_units}"
         if {from_kind, to_kind} & {"dbz", "linear_z"}:
             note += f" with Z = {zr.a:g} R^{zr.b:g} (Z in mm6 m-3, R in mm/h)"
@@ -440,25 +443,36 @@ def convert_dataarray(
 _RANGE_ATTRS = ("valid_range", "valid_min", "valid_max", "actual_range")
 
 
-def _quantity_names(kind: str, units: str) -> dict[str, str]:
-    """CF ``standard_name`` and ``long_name`` of a precipitation quantity of ``kind``.
+#: CF names of each kind of precipitation quantity (:func:`unit_kind`), shared with the
+#: readers (:mod:`xnowcast.io._cf`).  Linear reflectivity has no CF standard name, and an
+#: accumulation's depends on its units (:func:`quantity_names`).
+QUANTITY_NAMES: dict[str, dict[str, str]] = {
+    "rate": {"standard_name": "rainfall_rate", "long_name": "rain rate"},
+    "flux": {"standard_name": "precipitation_flux", "long_name": "precipitation flux"},
+    "depth": {
+        "standard_name": "lwe_thickness_of_precipitation_amount",
+        "long_name": "precipitation amount over the time step",
+    },
+    "dbz": {
+        "standard_name": "equivalent_reflectivity_factor",
+        "long_name": "equivalent radar reflectivity factor",
+    },
+    "linear_z": {"long_name": "equivalent radar reflectivity factor (linear)"},
+}
 
-    A quantity converted to another kind (reflectivity to rain rate, say) must not keep
-    the names of the one it came from.  Linear reflectivity has no CF standard name.
+
+def quantity_names(units: str) -> dict[str, str]:
+    """CF ``standard_name`` (where CF has one) and ``long_name`` of a quantity in ``units``.
+
+    An amount of water per area (``kg m-2``) is CF's ``precipitation_amount``, a depth
+    (``mm``) its ``lwe_thickness_of_precipitation_amount``.
     """
-    if kind == "depth":
-        mass = parse_units(units).dimensionality == get_registry().Unit("kg m-2").dimensionality
-        name = "precipitation_amount" if mass else "lwe_thickness_of_precipitation_amount"
-        return {"standard_name": name, "long_name": "precipitation amount over the time step"}
-    return {
-        "rate": {"standard_name": "rainfall_rate", "long_name": "rain rate"},
-        "flux": {"standard_name": "precipitation_flux", "long_name": "precipitation flux"},
-        "dbz": {
-            "standard_name": "equivalent_reflectivity_factor",
-            "long_name": "equivalent radar reflectivity factor",
-        },
-        "linear_z": {"long_name": "equivalent radar reflectivity factor (linear)"},
-    }[kind]
+    kind = unit_kind(units)
+    names = dict(QUANTITY_NAMES[kind])
+    mass = get_registry().Unit("kg m-2").dimensionality
+    if kind == "depth" and parse_units(units).dimensionality == mass:
+        names["standard_name"] = "precipitation_amount"
+    return names
 
 
 def _infer_step(da: Any) -> Any:

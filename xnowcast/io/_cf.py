@@ -26,21 +26,14 @@ import xarray as xr
 
 from xnowcast.errors import RadarFormatError, TimeAxisError
 from xnowcast.io._lazy import FrameStack, WindowReader, lazy_array, spatial_chunks
+from xnowcast.units import QUANTITY_NAMES
 
 __all__ = ["VARIABLES", "FrameInfo", "Grid", "assemble", "rate_from_accumulation_attrs"]
 
 #: CF attributes of the two variables the readers produce.
 VARIABLES: dict[str, dict[str, str]] = {
-    "precipitation": {
-        "units": "mm h-1",
-        "standard_name": "rainfall_rate",
-        "long_name": "rain rate",
-    },
-    "reflectivity": {
-        "units": "dBZ",
-        "standard_name": "equivalent_reflectivity_factor",
-        "long_name": "equivalent radar reflectivity factor",
-    },
+    "precipitation": {"units": "mm h-1", **QUANTITY_NAMES["rate"]},
+    "reflectivity": {"units": "dBZ", **QUANTITY_NAMES["dbz"]},
 }
 
 

@@ -97,8 +97,11 @@ def crps(
 
 
 def mean_pair_distance(members: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``sum_ij |x_i - x_j| / M^2`` over the ``M`` members along ``axis`` (the CRPS's
-    spread term, self-pairs included), in ``O(M log M)`` from the sorted members."""
+    """``sum_ij |x_i - x_j| / M^2`` over the ``M`` members along ``axis``.
+
+    The CRPS's spread term, self-pairs included, in ``O(M log M)`` from the sorted
+    members.
+    """
     members = np.moveaxis(members, axis, -1)
     m = members.shape[-1]
     weights = 2.0 * np.arange(1, m + 1) - m - 1
