@@ -119,22 +119,7 @@ def run_event(
             seconds[name] += time.perf_counter() - start
             if model in ENSEMBLES:
                 fcs[f"{name} mean"] = fcs[name].mean(axis=0, keepdims=True)
-        known = np.isfinite(obs) & np.isfinite(values[i])[None]
-        for f in fcs.values():
-            known &= np.isfinite(f).all(axis=0)
-        for name, f in fcs.items():
-            score_init(scores[name], f, obs, known, values[i])
-            for t in range(18):
-                if known[t].any():
-                    scores[name].add("p416_f", t, band_power_km(np.where(known[t], f[:, t], 0.0),
-                                                                spacing_km))  # fmt: skip
-                    scores[name].add("p416_o", t, band_power_km(np.where(known[t], obs[t], 0.0),
-                                                                spacing_km))  # fmt: skip
-    out_scores = {}
-    for name, s in scores.items():
-        out_scores[name] = summary(s)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out_scores[name]["power_ratio_4_16km"] = (s.get("p416_f") / s.get("p416_o")).tolist()
+        score_forecasts([scores], fcs, obs, values[i], spacing_km)
     return {
         "event": key,
         "role": role,
@@ -142,8 +127,41 @@ def run_event(
         "size_km": size,
         "members": members,
         "seconds_per_forecast": {k: v / len(idx) for k, v in seconds.items()},
-        "scores": out_scores,
+        "scores": summaries(scores),
     }
+
+
+def score_forecasts(
+    pools: list[dict[str, Scores]], fcs: dict[str, np.ndarray], obs: np.ndarray,
+    last: np.ndarray, spacing_km: float,
+) -> None:  # fmt: skip
+    """Add one init time's forecasts ``(M, T, H, W)`` to every pool of :class:`Scores`.
+
+    Scored where the radar (``obs``, ``(T, H, W)``; ``last``, the last input) and every
+    forecast are known, with :func:`dgmr_skill.score_init` and the 4-16 km power.
+    """
+    known = np.isfinite(obs) & np.isfinite(last)[None]
+    for f in fcs.values():
+        known &= np.isfinite(f).all(axis=0)
+    for name, f in fcs.items():
+        for pool in pools:
+            score_init(pool[name], f, obs, known, last)
+            for t in range(obs.shape[0]):
+                if known[t].any():
+                    pool[name].add("p416_f", t, band_power_km(np.where(known[t], f[:, t], 0.0),
+                                                              spacing_km))  # fmt: skip
+                    pool[name].add("p416_o", t, band_power_km(np.where(known[t], obs[t], 0.0),
+                                                              spacing_km))  # fmt: skip
+
+
+def summaries(pool: dict[str, Scores]) -> dict[str, dict[str, list[float]]]:
+    """Per-lead scores of every system (:func:`dgmr_skill.summary`, and the 4-16 km power)."""
+    out = {}
+    for name, s in pool.items():
+        out[name] = summary(s)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name]["power_ratio_4_16km"] = (s.get("p416_f") / s.get("p416_o")).tolist()
+    return out
 
 
 def table(result: dict) -> list[list[str]]:

@@ -43,8 +43,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascast_skill_card import CARD_ROWS, DETERMINISTIC, ENSEMBLES, band_power_km, forecast
-from dgmr_skill import Scores, _f, markdown, print_targets, rst, score_init, summary
+from cascast_skill_card import (
+    CARD_ROWS,
+    DETERMINISTIC,
+    ENSEMBLES,
+    forecast,
+    score_forecasts,
+    summaries,
+)
+from dgmr_skill import Scores, _f, markdown, print_targets, rst
 
 EVENT = "radar/OPERA/20241126/CIRRUS"
 INPUTS = 4
@@ -117,7 +124,7 @@ def score_window(
     """Forecast from the last input frame of window ``da`` and add its scores to ``pools``."""
     values = da.values
     steps = values.shape[0] - INPUTS
-    obs, init = values[INPUTS:], da.time.values[INPUTS - 1]
+    init = da.time.values[INPUTS - 1]
     fcs = {}
     for name, (model, weights) in systems.items():
         start = time.perf_counter()
@@ -125,26 +132,7 @@ def score_window(
         seconds[name] += time.perf_counter() - start
         if model in ENSEMBLES:
             fcs[f"{name} mean"] = fcs[name].mean(axis=0, keepdims=True)
-    known = np.isfinite(obs) & np.isfinite(values[INPUTS - 1])[None]
-    for f in fcs.values():
-        known &= np.isfinite(f).all(axis=0)
-    for name, f in fcs.items():
-        for pool in pools:
-            score_init(pool[name], f, obs, known, values[INPUTS - 1])
-            for t in range(steps):
-                pool[name].add("p416_f", t, band_power_km(np.where(known[t], f[:, t], 0.0),
-                                                          spacing_km))  # fmt: skip
-                pool[name].add("p416_o", t, band_power_km(np.where(known[t], obs[t], 0.0),
-                                                          spacing_km))  # fmt: skip
-
-
-def _summaries(pool: dict[str, Scores]) -> dict[str, dict[str, list[float]]]:
-    out = {}
-    for name, s in pool.items():
-        out[name] = summary(s)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[name]["power_ratio_4_16km"] = (s.get("p416_f") / s.get("p416_o")).tolist()
-    return out
+    score_forecasts(pools, fcs, values[INPUTS:], values[INPUTS - 1], spacing_km)
 
 
 def table(scores: dict, seconds: dict | None = None) -> list[list[str]]:
@@ -218,7 +206,7 @@ def run(a: argparse.Namespace) -> dict:
         windows.append({"corner_yx": [y0, x0], "centre_lon_lat": [lon, lat],
                         "rain_fraction_last_input": round(float(np.mean(first >= RAIN)), 3),
                         "wall_s": round(time.perf_counter() - start, 1),
-                        "scores": _summaries(own)})  # fmt: skip
+                        "scores": summaries(own)})  # fmt: skip
         print(f"window at lon {lon}, lat {lat} done ({windows[-1]['wall_s']} s)", flush=True)
     return {
         "event": "opera-cirrus-20241126 (never seen)",
@@ -230,7 +218,7 @@ def run(a: argparse.Namespace) -> dict:
         "max_rate": a.max_rate,
         "windows": windows,
         "seconds_per_window": {k: v / len(corners) for k, v in seconds.items()},
-        "scores": _summaries(pooled),
+        "scores": summaries(pooled),
     }
 
 
